@@ -1,0 +1,155 @@
+//! The platform split: one internal interface, one file per backend.
+//!
+//! A backend takes ops the loop hands it (`push`), gets them to the kernel, and
+//! reports each op's completion exactly once as a cqe-style [`RawCompletion`].
+//! It never runs user callbacks: the loop moves completions to its ready queue
+//! first, so callbacks never recurse into a backend.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::op::{OpId, OpKind, OpTable, RawCompletion};
+use crate::stats::Stats;
+
+pub(crate) mod poll;
+pub(crate) mod pool;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
+
+/// Which backend a loop runs on.
+///
+/// ```
+/// # use ringvisor_runtime::{Backend, Loop};
+/// let lp = Loop::builder().backend(Backend::Poll).build().unwrap();
+/// assert_eq!(lp.backend(), Backend::Poll);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Probe io_uring and fall back to poll where it is missing (the default).
+    Auto,
+    /// io_uring: completions from the kernel, one `io_uring_enter` per tick.
+    Uring,
+    /// epoll/kqueue readiness through `polling`, completions emulated.
+    Poll,
+}
+
+impl Backend {
+    /// The name used in logs, the `RINGVISOR_BACKEND` variable and examples'
+    /// output: `io_uring`, `poll` or `auto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "io_uring",
+            Backend::Poll => "poll",
+        }
+    }
+
+    /// Parses `auto`, `uring`/`io_uring` or `poll`.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Backend;
+    /// assert_eq!(Backend::parse("uring"), Some(Backend::Uring));
+    /// assert_eq!(Backend::parse("nope"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Some(Backend::Uring),
+            "poll" | "epoll" | "kqueue" => Some(Backend::Poll),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a backend took an op.
+pub(crate) enum Push {
+    Accepted,
+    /// No room this round (a full submission queue): flush, then retry.
+    Full,
+}
+
+/// Wakes a loop sleeping in its backend from another thread.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// Settings a backend is built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BackendConfig {
+    pub(crate) sq_entries: u32,
+    pub(crate) file_threads: usize,
+}
+
+pub(crate) trait Driver {
+    fn kind(&self) -> Backend;
+
+    /// Whether sockets handed to this backend must be nonblocking.
+    fn wants_nonblocking_sockets(&self) -> bool;
+
+    /// Starts an op. The op's memory stays in the op table, at a stable heap
+    /// address, until this backend reports its completion. May report the
+    /// completion at once into `done` (no callback runs here).
+    fn push(
+        &mut self,
+        id: OpId,
+        kind: &mut OpKind,
+        done: &mut Vec<RawCompletion>,
+        stats: &mut Stats,
+    ) -> Push;
+
+    /// Sends what `push` queued without waiting (after a `Push::Full`).
+    fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()>;
+
+    /// Asks the kernel to cancel an op it holds. Its completion still comes
+    /// through `wait` (with whatever result the kernel reports).
+    fn cancel(&mut self, id: OpId, kind: &OpKind, done: &mut Vec<RawCompletion>, stats: &mut Stats);
+
+    /// Submits everything pending and waits up to `timeout` (`None`: until
+    /// something happens) for completions, appending them to `done`.
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        ops: &mut OpTable,
+        done: &mut Vec<RawCompletion>,
+        stats: &mut Stats,
+    ) -> io::Result<()>;
+
+    /// A waker usable from any thread.
+    fn waker(&self) -> Arc<dyn Wake>;
+}
+
+/// Builds the backend asked for. `Auto` probes io_uring and falls back to poll
+/// with one warning saying why.
+pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+    match requested {
+        Backend::Uring => {
+            let driver = uring::UringDriver::open(config).map_err(|e| {
+                io::Error::new(e.kind(), format!("io_uring backend unavailable: {e}"))
+            })?;
+            tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring");
+            Ok(Box::new(driver))
+        }
+        Backend::Poll => {
+            tracing::debug!(file_threads = config.file_threads, "backend: poll");
+            Ok(Box::new(poll::PollDriver::open(config)?))
+        }
+        Backend::Auto => match uring::UringDriver::open(config) {
+            Ok(driver) => {
+                tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring (auto)");
+                Ok(Box::new(driver))
+            }
+            Err(e) if uring::is_unavailable(&e) => {
+                tracing::warn!(reason = %e, "io_uring unavailable, falling back to poll backend");
+                Ok(Box::new(poll::PollDriver::open(config)?))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}

@@ -1,0 +1,534 @@
+//! The io_uring backend: one `io_uring_enter` per tick submits every queued
+//! SQE and waits for completions, bounded by the nearest timer (`EXT_ARG`
+//! timeout where the kernel has it, a timeout op otherwise).
+//!
+//! `user_data` carries the op's generation and slab key, so an async cancel
+//! names exactly one op even if its slot is reused later. Internal requests
+//! (the wakeup eventfd read, cancels, fallback timeouts) use the key
+//! `u32::MAX`, which the op table never hands out.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use super::{Backend, BackendConfig, Driver, Push, Wake};
+use crate::op::{OpId, OpKind, OpTable, RawCompletion};
+use crate::stats::Stats;
+
+const INTERNAL_KEY: u64 = u32::MAX as u64;
+const WAKE_TAG: u64 = (1 << 32) | INTERNAL_KEY;
+const CANCEL_TAG: u64 = (2 << 32) | INTERNAL_KEY;
+const TIMEOUT_TAG: u64 = (3 << 32) | INTERNAL_KEY;
+
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+/// How many times dropping the driver waits for its own internal requests.
+const DROP_DRAIN_ATTEMPTS: usize = 100;
+
+/// `struct io_uring_getevents_arg` from the kernel's uapi.
+#[repr(C)]
+struct GetEventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+fn token(id: OpId) -> u64 {
+    ((id.generation as u64) << 32) | id.key as u64
+}
+
+/// Opcodes the loop uses; `Auto` falls back to poll if any is missing.
+const OPCODES: [(u8, &str); 17] = [
+    (opcode::Nop::CODE, "nop"),
+    (opcode::Accept::CODE, "accept"),
+    (opcode::Connect::CODE, "connect"),
+    (opcode::Recv::CODE, "recv"),
+    (opcode::Send::CODE, "send"),
+    (opcode::Shutdown::CODE, "shutdown"),
+    (opcode::Close::CODE, "close"),
+    (opcode::OpenAt::CODE, "openat"),
+    (opcode::Read::CODE, "read"),
+    (opcode::Write::CODE, "write"),
+    (opcode::Writev::CODE, "writev"),
+    (opcode::Fsync::CODE, "fsync"),
+    (opcode::RenameAt::CODE, "renameat"),
+    (opcode::UnlinkAt::CODE, "unlinkat"),
+    (opcode::MkDirAt::CODE, "mkdirat"),
+    (opcode::AsyncCancel::CODE, "async_cancel"),
+    (opcode::Timeout::CODE, "timeout"),
+];
+
+/// True for setup errors that mean "no io_uring here" (fall back to poll)
+/// rather than a bug or a resource problem worth reporting.
+pub(crate) fn is_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENOMEM)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+struct EventFdWaker {
+    fd: OwnedFd,
+}
+
+impl Wake for EventFdWaker {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to an eventfd this waker owns.
+        let n = unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+        // EAGAIN means the counter is saturated: the loop is already due to wake.
+        debug_assert!(n == 8 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN));
+    }
+}
+
+pub(crate) struct UringDriver {
+    ring: IoUring,
+    ext_arg: bool,
+    waker: Arc<EventFdWaker>,
+    /// Target of the in-flight eventfd read; the kernel writes here until that
+    /// read completes, so it is only freed (or leaked) after the drain in Drop.
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    /// Cancels that did not fit in the SQ yet.
+    cancels: Vec<u64>,
+    /// Fallback timeout (no EXT_ARG): its timespec and when it fires.
+    timeout_ts: Box<types::Timespec>,
+    timeout_deadline: Option<Instant>,
+}
+
+impl UringDriver {
+    pub(crate) fn open(config: BackendConfig) -> io::Result<UringDriver> {
+        let ring = build_ring(config.sq_entries)?;
+        probe_opcodes(&ring)?;
+        // SAFETY: eventfd returns a new fd we own, or -1.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let ext_arg = ring.params().is_feature_ext_arg();
+        tracing::debug!(
+            sq_entries = ring.params().sq_entries(),
+            ext_arg,
+            "io_uring ring ready"
+        );
+        Ok(UringDriver {
+            ring,
+            ext_arg,
+            waker: Arc::new(EventFdWaker { fd }),
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            cancels: Vec::new(),
+            timeout_ts: Box::new(types::Timespec::new()),
+            timeout_deadline: None,
+        })
+    }
+
+    /// Pushes one SQE; false if the SQ is full.
+    fn push_entry(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every pointer in `entry` refers to memory that stays valid
+        // until its completion: op memory lives in the op table (stable heap
+        // addresses) until settled, and internal buffers live in `self` and are
+        // drained before it is dropped.
+        unsafe { self.ring.submission().push(entry).is_ok() }
+    }
+
+    /// Queues the internal requests: pending cancels and the wakeup read.
+    fn push_internal(&mut self) {
+        while let Some(target) = self.cancels.last().copied() {
+            let entry = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(CANCEL_TAG);
+            if !self.push_entry(&entry) {
+                return;
+            }
+            self.cancels.pop();
+        }
+        if !self.wake_armed {
+            let buf = &mut *self.wake_buf as *mut u64 as *mut u8;
+            let entry = opcode::Read::new(types::Fd(self.waker.fd.as_raw_fd()), buf, 8)
+                .build()
+                .user_data(WAKE_TAG);
+            if self.push_entry(&entry) {
+                self.wake_armed = true;
+            }
+        }
+    }
+
+    /// Queues a fallback timeout op when the kernel lacks `EXT_ARG`.
+    fn push_timeout(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        if self.timeout_deadline.is_some_and(|d| d <= deadline) {
+            return; // one already in flight fires early enough
+        }
+        if self.timeout_deadline.is_some() {
+            // The timespec of an in-flight timeout is copied at submission,
+            // but keep it immutable anyway: just wait for a shorter one next time.
+            return;
+        }
+        *self.timeout_ts = types::Timespec::from(timeout);
+        let entry = opcode::Timeout::new(&*self.timeout_ts as *const types::Timespec)
+            .build()
+            .user_data(TIMEOUT_TAG);
+        if self.push_entry(&entry) {
+            self.timeout_deadline = Some(deadline);
+        }
+    }
+
+    fn enter(
+        &mut self,
+        min_complete: u32,
+        timeout: Option<Duration>,
+        stats: &mut Stats,
+    ) -> io::Result<usize> {
+        let to_submit = self.ring.submission().len() as u32;
+        stats.syscalls += 1;
+        let submitter = self.ring.submitter();
+        match timeout {
+            Some(t) if min_complete > 0 && self.ext_arg => {
+                let ts = KernelTimespec {
+                    tv_sec: t.as_secs() as i64,
+                    tv_nsec: t.subsec_nanos() as i64,
+                };
+                let arg = GetEventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    min_wait_usec: 0,
+                    ts: &ts as *const KernelTimespec as u64,
+                };
+                let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+                // SAFETY: `arg` is a correctly laid out io_uring_getevents_arg
+                // whose timespec outlives the call; the SQEs being submitted
+                // point only at memory kept alive until their completion.
+                unsafe { submitter.enter(to_submit, min_complete, flags, Some(&arg)) }
+            }
+            _ => {
+                // SAFETY: as above, without an argument.
+                unsafe {
+                    submitter.enter::<libc::sigset_t>(
+                        to_submit,
+                        min_complete,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            }
+        }
+    }
+
+    /// Moves every CQE into `done`; returns how many were op completions.
+    fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
+        let mut count = 0;
+        for cqe in self.ring.completion() {
+            match cqe.user_data() {
+                WAKE_TAG => self.wake_armed = false,
+                CANCEL_TAG => {}
+                TIMEOUT_TAG => self.timeout_deadline = None,
+                data => {
+                    let key = (data & INTERNAL_KEY) as usize;
+                    done.push(RawCompletion {
+                        key,
+                        res: cqe.result(),
+                    });
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+}
+
+impl Driver for UringDriver {
+    fn kind(&self) -> Backend {
+        Backend::Uring
+    }
+
+    fn wants_nonblocking_sockets(&self) -> bool {
+        false
+    }
+
+    fn push(
+        &mut self,
+        id: OpId,
+        kind: &mut OpKind,
+        _done: &mut Vec<RawCompletion>,
+        _stats: &mut Stats,
+    ) -> Push {
+        let entry = build_sqe(kind).user_data(token(id));
+        if self.push_entry(&entry) {
+            Push::Accepted
+        } else {
+            Push::Full
+        }
+    }
+
+    fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()> {
+        match self.enter(0, None, stats) {
+            Ok(_) => {}
+            Err(e) if is_retry(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap(done);
+        Ok(())
+    }
+
+    fn cancel(
+        &mut self,
+        id: OpId,
+        _kind: &OpKind,
+        _done: &mut Vec<RawCompletion>,
+        _stats: &mut Stats,
+    ) {
+        self.cancels.push(token(id));
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        _ops: &mut OpTable,
+        done: &mut Vec<RawCompletion>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        self.push_internal();
+        // Completions already in the CQ (from a mid-tick flush) mean no waiting.
+        let timeout = if self.reap(done) > 0 {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        let mut min_complete = match timeout {
+            Some(t) if t.is_zero() => 0,
+            _ => 1,
+        };
+        if let (Some(t), false, 1) = (timeout, self.ext_arg, min_complete) {
+            self.push_timeout(t);
+        }
+        loop {
+            match self.enter(min_complete, timeout, stats) {
+                Ok(_) => break,
+                // The wait timed out, or a signal arrived: an empty tick is fine.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {
+                    break
+                }
+                // CQ overflow backlog or no memory for requests right now: reap
+                // what is there, then try once more without waiting.
+                Err(e) if is_retry(&e) => {
+                    if self.reap(done) > 0 || min_complete == 0 {
+                        break;
+                    }
+                    min_complete = 0;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.reap(done);
+        Ok(())
+    }
+
+    fn waker(&self) -> Arc<dyn Wake> {
+        self.waker.clone()
+    }
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
+    )
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        // The loop drained user ops already; take back our own requests before
+        // the memory they point at goes away.
+        if self.wake_armed {
+            self.cancels.push(WAKE_TAG);
+        }
+        let mut stats = Stats::default();
+        let mut sink = Vec::new();
+        for _ in 0..DROP_DRAIN_ATTEMPTS {
+            if !self.wake_armed && self.timeout_deadline.is_none() {
+                return;
+            }
+            while let Some(target) = self.cancels.pop() {
+                let entry = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(CANCEL_TAG);
+                if !self.push_entry(&entry) {
+                    self.cancels.push(target);
+                    break;
+                }
+            }
+            if self.timeout_deadline.is_some() {
+                let entry = opcode::TimeoutRemove::new(TIMEOUT_TAG)
+                    .build()
+                    .user_data(CANCEL_TAG);
+                self.push_entry(&entry);
+            }
+            if self
+                .enter(1, Some(Duration::from_millis(100)), &mut stats)
+                .is_err()
+            {
+                break;
+            }
+            self.reap(&mut sink);
+        }
+        if self.wake_armed || self.timeout_deadline.is_some() {
+            tracing::error!("io_uring still holds internal requests; leaking their buffers");
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            std::mem::forget(std::mem::replace(
+                &mut self.timeout_ts,
+                Box::new(types::Timespec::new()),
+            ));
+        }
+    }
+}
+
+fn build_ring(sq_entries: u32) -> io::Result<IoUring> {
+    let cq_entries = sq_entries.saturating_mul(4);
+    // Newest flags first; EINVAL means this kernel lacks one of them.
+    type SetupFlags = fn(&mut io_uring::Builder);
+    let attempts: [(&str, SetupFlags); 3] = [
+        ("coop_taskrun+single_issuer+defer_taskrun", |b| {
+            b.setup_coop_taskrun()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }),
+        ("coop_taskrun", |b| {
+            b.setup_coop_taskrun();
+        }),
+        ("none", |_| {}),
+    ];
+    let mut last_err = None;
+    for (name, apply) in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq_entries).setup_submit_all();
+        apply(&mut builder);
+        match builder.build(sq_entries) {
+            Ok(ring) => {
+                tracing::debug!(flags = name, "io_uring setup");
+                return Ok(ring);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.expect("at least one attempt ran"))
+}
+
+fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in OPCODES {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring opcode {name} not supported by this kernel"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the SQE for an op. Pointers go to heap memory owned by the op slot.
+fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
+    match kind {
+        OpKind::Nop => opcode::Nop::new().build(),
+        OpKind::Accept { fd, addr } => opcode::Accept::new(
+            types::Fd(*fd),
+            &mut addr.storage as *mut _ as *mut libc::sockaddr,
+            &mut addr.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build(),
+        OpKind::Connect { fd, addr, .. } => opcode::Connect::new(
+            types::Fd(*fd),
+            &addr.storage as *const _ as *const libc::sockaddr,
+            addr.len,
+        )
+        .build(),
+        OpKind::Recv { fd, buf } => {
+            let spare = buf.spare_capacity_mut();
+            let len = spare.len().min(u32::MAX as usize) as u32;
+            opcode::Recv::new(types::Fd(*fd), spare.as_mut_ptr() as *mut u8, len).build()
+        }
+        OpKind::Send {
+            fd, buf, offset, ..
+        } => {
+            let rest = &buf[*offset..];
+            let len = rest.len().min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(*fd), rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        OpKind::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), *how).build(),
+        OpKind::Close { fd } => opcode::Close::new(types::Fd(*fd)).build(),
+        OpKind::Open { path, flags, mode } => {
+            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(*flags)
+                .mode(*mode)
+                .build()
+        }
+        OpKind::Read { fd, buf, offset } => {
+            let spare = buf.spare_capacity_mut();
+            let len = spare.len().min(u32::MAX as usize) as u32;
+            opcode::Read::new(types::Fd(*fd), spare.as_mut_ptr() as *mut u8, len)
+                .offset(*offset)
+                .build()
+        }
+        OpKind::Write { fd, buf, offset } => {
+            let len = buf.len().min(u32::MAX as usize) as u32;
+            opcode::Write::new(types::Fd(*fd), buf.as_ptr(), len)
+                .offset(*offset)
+                .build()
+        }
+        OpKind::Writev {
+            fd, iovecs, offset, ..
+        } => opcode::Writev::new(types::Fd(*fd), iovecs.as_ptr(), iovecs.len() as u32)
+            .offset(*offset)
+            .build(),
+        OpKind::Fsync { fd, datasync } => {
+            let flags = if *datasync {
+                types::FsyncFlags::DATASYNC
+            } else {
+                types::FsyncFlags::empty()
+            };
+            opcode::Fsync::new(types::Fd(*fd)).flags(flags).build()
+        }
+        OpKind::Rename { from, to } => opcode::RenameAt::new(
+            types::Fd(libc::AT_FDCWD),
+            from.as_ptr(),
+            types::Fd(libc::AT_FDCWD),
+            to.as_ptr(),
+        )
+        .build(),
+        OpKind::Unlink { path, dir } => {
+            opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(if *dir { libc::AT_REMOVEDIR } else { 0 })
+                .build()
+        }
+        OpKind::Mkdir { path, mode } => {
+            opcode::MkDirAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .mode(*mode)
+                .build()
+        }
+    }
+}

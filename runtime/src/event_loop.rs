@@ -1,0 +1,580 @@
+//! The loop: owns the backend, the op table, the timers, the ready queue, the
+//! clock and the counters, and runs ticks.
+//!
+//! A tick:
+//! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only);
+//! 2. one backend wait, bounded by the nearest timer (zero if work is ready);
+//! 3. settle completions into the ready queue;
+//! 4. run posted cross-thread work, due timers, then ready callbacks.
+//!
+//! Callbacks only ever queue work; nothing they do re-enters a backend or runs
+//! another callback on their stack.
+
+use std::collections::VecDeque;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{self, Backend, BackendConfig, Driver, Push};
+use crate::clock::Clock;
+use crate::handle::{LoopHandle, Posted, Shared};
+use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompletion, Settled};
+use crate::stats::Stats;
+use crate::timer::{TimerCallback, TimerId, Timers};
+
+/// Default io_uring submission queue size.
+pub const SQ_ENTRIES_DEFAULT: u32 = 256;
+/// Default size of the poll backend's regular-file thread pool.
+pub const FILE_THREADS_DEFAULT: usize = 4;
+/// How long dropping a loop waits for the kernel to give back canceled ops
+/// before leaking their memory instead of freeing it.
+const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a [`Loop`] with a chosen backend and sizes.
+///
+/// ```
+/// # use ringvisor_runtime::{Backend, Loop};
+/// let lp = Loop::builder()
+///     .backend(Backend::Auto)
+///     .sq_entries(512)
+///     .file_threads(2)
+///     .build()
+///     .unwrap();
+/// assert_ne!(lp.backend(), Backend::Auto);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LoopBuilder {
+    backend: Option<Backend>,
+    config: BackendConfig,
+}
+
+impl LoopBuilder {
+    /// Which backend to use. Without this, `RINGVISOR_BACKEND` (`uring`, `poll`,
+    /// `auto`) decides, and `Auto` if it is unset.
+    pub fn backend(mut self, backend: Backend) -> LoopBuilder {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// io_uring submission queue entries (rounded up to a power of two by the
+    /// kernel). Ignored by poll.
+    pub fn sq_entries(mut self, sq_entries: u32) -> LoopBuilder {
+        assert!(sq_entries > 0, "sq_entries must be positive");
+        self.config.sq_entries = sq_entries;
+        self
+    }
+
+    /// Threads of the poll backend's regular-file pool. Ignored by io_uring.
+    pub fn file_threads(mut self, file_threads: usize) -> LoopBuilder {
+        assert!(file_threads > 0, "file_threads must be positive");
+        self.config.file_threads = file_threads;
+        self
+    }
+
+    /// Creates the loop. Fails if the backend asked for cannot run here, or if
+    /// `RINGVISOR_BACKEND` holds something unknown.
+    pub fn build(self) -> io::Result<Loop> {
+        let requested = match self.backend {
+            Some(backend) => backend,
+            None => backend_from_env()?,
+        };
+        let driver = backend::open(requested, self.config)?;
+        let shared = Shared::new(driver.waker());
+        let mut clock = Clock::new();
+        clock.update();
+        Ok(Loop {
+            driver,
+            ops: OpTable::new(),
+            submit_queue: VecDeque::new(),
+            raw_completions: Vec::new(),
+            ready: VecDeque::new(),
+            timers: Timers::new(),
+            clock,
+            stats: Stats::default(),
+            shared,
+            posted: Vec::new(),
+            stopped: false,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+fn backend_from_env() -> io::Result<Backend> {
+    match std::env::var("RINGVISOR_BACKEND") {
+        Err(_) => Ok(Backend::Auto),
+        Ok(value) => Backend::parse(&value).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("RINGVISOR_BACKEND={value:?}: expected uring, poll or auto"),
+            )
+        }),
+    }
+}
+
+type Ready = (Option<OpCallback>, Completion);
+
+/// A single-threaded completion event loop.
+///
+/// ```
+/// # use ringvisor_runtime::Loop;
+/// # use std::time::Duration;
+/// let mut lp = Loop::new().unwrap();
+/// lp.timer(Duration::from_millis(1), |lp| {
+///     lp.nop(|lp, res| {
+///         assert!(res.is_ok());
+///         lp.stop();
+///     });
+/// });
+/// lp.run().unwrap();
+/// ```
+pub struct Loop {
+    driver: Box<dyn Driver>,
+    ops: OpTable,
+    /// Ops waiting to be handed to the backend at the next tick.
+    submit_queue: VecDeque<OpId>,
+    raw_completions: Vec<RawCompletion>,
+    ready: VecDeque<Ready>,
+    timers: Timers,
+    clock: Clock,
+    stats: Stats,
+    shared: Arc<Shared>,
+    posted: Vec<Posted>,
+    stopped: bool,
+    /// Callbacks are not `Send`, and neither is the loop.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Loop {
+    /// A loop with default settings (see [`LoopBuilder`]).
+    pub fn new() -> io::Result<Loop> {
+        Loop::builder().build()
+    }
+
+    /// Starts building a loop.
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder {
+            backend: None,
+            config: BackendConfig {
+                sq_entries: SQ_ENTRIES_DEFAULT,
+                file_threads: FILE_THREADS_DEFAULT,
+            },
+        }
+    }
+
+    /// The backend this loop runs on (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.driver.kind()
+    }
+
+    /// The loop's counters.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.ops_in_flight = self.ops.len() as u64;
+        stats
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle::new(self.shared.clone())
+    }
+
+    /// The time as of the start of this tick's callbacks.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Makes the current `run*` call return once this tick is done.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Whether sockets used with this loop's backend must be nonblocking.
+    pub(crate) fn wants_nonblocking_sockets(&self) -> bool {
+        self.driver.wants_nonblocking_sockets()
+    }
+
+    /// Calls `callback` once `after` has passed, from a later tick (never from
+    /// inside this call, even for a zero duration).
+    pub fn timer(
+        &mut self,
+        after: Duration,
+        callback: impl FnOnce(&mut Loop) + 'static,
+    ) -> TimerId {
+        let deadline_ns = self.clock.deadline_ns(after);
+        self.timers.insert(deadline_ns, Box::new(callback))
+    }
+
+    /// Cancels a pending timer; false if it already fired or was canceled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id)
+    }
+
+    /// Number of pending timers.
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Submits a no-op through the backend (a round trip through the ring on
+    /// io_uring); useful to measure the loop itself.
+    pub fn nop(&mut self, callback: impl FnOnce(&mut Loop, crate::OpResult<()>) + 'static) -> OpId {
+        self.submit(OpKind::Nop, move |lp, c| callback(lp, c.result.map(|_| ())))
+    }
+
+    /// Queues an op; it reaches the backend at the next tick.
+    pub(crate) fn submit(
+        &mut self,
+        kind: OpKind,
+        callback: impl FnOnce(&mut Loop, Completion) + 'static,
+    ) -> OpId {
+        let id = self.ops.insert(kind, Some(Box::new(callback)));
+        self.submit_queue.push_back(id);
+        id
+    }
+
+    /// Queues an op nobody waits for (the reaper's closes).
+    pub(crate) fn submit_detached(&mut self, kind: OpKind) {
+        let id = self.ops.insert(kind, None);
+        self.submit_queue.push_back(id);
+    }
+
+    /// Delivers a completion for an op that failed before reaching any backend
+    /// (bad arguments), keeping the one-completion-per-op rule and the
+    /// never-re-entrant rule: its callback runs from the loop, not from here.
+    pub(crate) fn fail_early(
+        &mut self,
+        kind: OpKind,
+        err: io::Error,
+        callback: impl FnOnce(&mut Loop, Completion) + 'static,
+    ) -> OpId {
+        let id = self.ops.insert(kind, None);
+        let key = id.key as usize;
+        if let Settled::Deliver(_, completion) = self.ops.cancel_queued(key) {
+            let completion = Completion {
+                result: Err(crate::OpError::Io(err)),
+                kind: completion.kind,
+            };
+            self.ready.push_back((Some(Box::new(callback)), completion));
+        }
+        id
+    }
+
+    /// Cancels an op. It still completes exactly once, with
+    /// `Err(OpError::Canceled)` and its buffers, once the kernel has let go of
+    /// them. Returns false if the op already completed.
+    pub fn cancel(&mut self, id: OpId) -> bool {
+        let Some(slot) = self.ops.get_mut(id) else {
+            return false;
+        };
+        let key = id.key as usize;
+        match slot.state {
+            OpState::Queued => {
+                let settled = self.ops.cancel_queued(key);
+                self.settled(settled);
+                true
+            }
+            OpState::InKernel => {
+                self.ops.mark_canceling(key);
+                let slot = self.ops.slot_mut(key).expect("slot is live");
+                tracing::trace!(op = slot.kind.name(), key, "cancel");
+                self.driver
+                    .cancel(id, &slot.kind, &mut self.raw_completions, &mut self.stats);
+                true
+            }
+            OpState::Canceling => true,
+        }
+    }
+
+    /// Runs until nothing is pending (no ops, timers or ready callbacks) or
+    /// [`Loop::stop`] is called.
+    pub fn run(&mut self) -> io::Result<()> {
+        while self.has_work() {
+            self.tick(Wait::UntilEvent)?;
+            if self.take_stop() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One tick, waiting for at least one event if nothing is ready. Returns
+    /// at once if nothing at all is pending.
+    pub fn run_once(&mut self) -> io::Result<()> {
+        if self.has_work() {
+            self.tick(Wait::UntilEvent)?;
+        }
+        self.take_stop();
+        Ok(())
+    }
+
+    /// One tick that does not block.
+    pub fn run_nowait(&mut self) -> io::Result<()> {
+        self.tick(Wait::No)?;
+        self.take_stop();
+        Ok(())
+    }
+
+    /// Runs for `duration`, or until nothing is pending or `stop()`.
+    pub fn run_for(&mut self, duration: Duration) -> io::Result<()> {
+        let end_ns = self.clock.deadline_ns(duration);
+        while self.has_work() {
+            self.tick(Wait::Until(end_ns))?;
+            if self.take_stop() || self.clock.now_ns() >= end_ns {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_stop(&mut self) -> bool {
+        let remote = self.shared.take_stop();
+        std::mem::replace(&mut self.stopped, false) || remote
+    }
+
+    fn has_work(&self) -> bool {
+        self.ops.len() > 0
+            || self.timers.len() > 0
+            || !self.ready.is_empty()
+            || self.shared.has_pending()
+            || self.stopped
+    }
+
+    fn tick(&mut self, wait: Wait) -> io::Result<()> {
+        self.stats.ticks += 1;
+        self.flush_submissions()?;
+        let timeout = self.wait_timeout(wait);
+        let mut done = std::mem::take(&mut self.raw_completions);
+        let result = self
+            .driver
+            .wait(timeout, &mut self.ops, &mut done, &mut self.stats);
+        self.clock.update();
+        for raw in done.drain(..) {
+            let settled = self.ops.settle(raw);
+            self.settled(settled);
+        }
+        self.raw_completions = done;
+        result?;
+        self.run_posted();
+        self.run_due_timers();
+        self.run_ready();
+        Ok(())
+    }
+
+    fn wait_timeout(&mut self, wait: Wait) -> Option<Duration> {
+        if !self.ready.is_empty()
+            || self.stopped
+            || self.shared.has_pending()
+            || !self.submit_queue.is_empty()
+        {
+            return Some(Duration::ZERO);
+        }
+        let until_ns = match wait {
+            Wait::No => return Some(Duration::ZERO),
+            Wait::UntilEvent => self.timers.next_deadline_ns(),
+            Wait::Until(end_ns) => Some(
+                self.timers
+                    .next_deadline_ns()
+                    .map_or(end_ns, |d| d.min(end_ns)),
+            ),
+        };
+        // Re-read the clock: callbacks may have run for a while since the last wait.
+        self.clock.update();
+        let now_ns = self.clock.now_ns();
+        until_ns.map(|deadline| Duration::from_nanos(deadline.saturating_sub(now_ns)))
+    }
+
+    /// Hands every queued op to the backend. A full submission queue is
+    /// flushed (one enter) and filling continues; an op is never failed
+    /// because the ring is full.
+    fn flush_submissions(&mut self) -> io::Result<()> {
+        let mut full_rounds = 0;
+        while let Some(id) = self.submit_queue.front().copied() {
+            let Some(slot) = self.ops.get_mut(id) else {
+                self.submit_queue.pop_front();
+                continue;
+            };
+            if slot.state != OpState::Queued {
+                self.submit_queue.pop_front();
+                continue;
+            }
+            let key = id.key as usize;
+            match self.driver.push(
+                id,
+                &mut slot.kind,
+                &mut self.raw_completions,
+                &mut self.stats,
+            ) {
+                Push::Accepted => {
+                    tracing::trace!(op = slot.kind.name(), key, "submit");
+                    self.submit_queue.pop_front();
+                    self.ops.mark_in_kernel(key);
+                    self.stats.sqes_submitted += 1;
+                    full_rounds = 0;
+                }
+                Push::Full => {
+                    full_rounds += 1;
+                    // Two full rounds in a row means flushing freed nothing:
+                    // leave the rest for the next tick rather than spin.
+                    if full_rounds > 1 {
+                        break;
+                    }
+                    self.driver
+                        .flush(&mut self.raw_completions, &mut self.stats)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn settled(&mut self, settled: Settled) {
+        match settled {
+            Settled::Deliver(callback, completion) => {
+                self.stats.completions += 1;
+                self.ready.push_back((callback, completion));
+            }
+            Settled::Resubmit(id) => self.submit_queue.push_back(id),
+            Settled::Reap(fd, callback, completion) => {
+                tracing::debug!(
+                    fd,
+                    op = completion.kind.name(),
+                    "reaping fd of a canceled op"
+                );
+                self.submit_detached(OpKind::Close { fd });
+                self.stats.completions += 1;
+                self.ready.push_back((callback, completion));
+            }
+        }
+    }
+
+    fn run_posted(&mut self) {
+        let mut posted = std::mem::take(&mut self.posted);
+        if self.shared.drain(&mut posted) {
+            self.stats.wakeups += 1;
+            for f in posted.drain(..) {
+                f(self);
+            }
+        }
+        self.posted = posted;
+    }
+
+    /// Fires timers due now. Timers set by these callbacks wait for the next
+    /// tick, even if already due, so a zero-delay re-arm cannot spin here.
+    fn run_due_timers(&mut self) {
+        let now_ns = self.clock.now_ns();
+        let mut due: Vec<TimerCallback> = Vec::new();
+        while let Some(callback) = self.timers.pop_due(now_ns) {
+            due.push(callback);
+        }
+        self.stats.timers_fired += due.len() as u64;
+        for callback in due {
+            callback(self);
+        }
+    }
+
+    /// Runs the callbacks ready at the start of this step; those they make
+    /// ready run next tick.
+    fn run_ready(&mut self) {
+        let count = self.ready.len();
+        for _ in 0..count {
+            let (callback, completion) = self.ready.pop_front().expect("counted");
+            match callback {
+                Some(callback) => callback(self, completion),
+                None => drop(completion),
+            }
+        }
+    }
+
+    /// Cancels every op and waits (bounded) for the kernel to return them.
+    /// Callbacks do not run; fds produced late are closed.
+    fn drain_for_drop(&mut self) {
+        self.submit_queue.clear();
+        for key in self.ops.keys() {
+            match self.ops.state(key) {
+                OpState::Queued => {
+                    if let Settled::Reap(fd, ..) = self.ops.cancel_queued(key) {
+                        close_now(fd);
+                    }
+                }
+                OpState::InKernel => {
+                    self.ops.mark_canceling(key);
+                    let id = self.ops.id_of(key).expect("live");
+                    let kind = &self.ops.slot_mut(key).expect("live").kind;
+                    self.driver
+                        .cancel(id, kind, &mut self.raw_completions, &mut self.stats);
+                }
+                OpState::Canceling => {}
+            }
+        }
+        let start = Instant::now();
+        while self.ops.in_kernel() > 0 && start.elapsed() < DROP_DRAIN_TIMEOUT {
+            let mut done = std::mem::take(&mut self.raw_completions);
+            let result = self.driver.wait(
+                Some(Duration::from_millis(100)),
+                &mut self.ops,
+                &mut done,
+                &mut self.stats,
+            );
+            for raw in done.drain(..) {
+                match self.ops.settle(raw) {
+                    Settled::Reap(fd, ..) => close_now(fd),
+                    Settled::Resubmit(id) => {
+                        // A send_all cut short: nobody waits for the rest.
+                        let key = id.key as usize;
+                        let _ = self.ops.cancel_queued(key);
+                    }
+                    Settled::Deliver(..) => {}
+                }
+            }
+            self.raw_completions = done;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "backend wait failed while draining a dropped loop");
+                break;
+            }
+        }
+        if self.ops.in_kernel() > 0 {
+            tracing::error!(
+                ops = self.ops.in_kernel(),
+                "kernel still holds ops of a dropped loop; leaking their memory"
+            );
+            std::mem::forget(std::mem::replace(&mut self.ops, OpTable::new()));
+        }
+    }
+}
+
+/// Closes an fd outside the ring: only while dropping the loop.
+fn close_now(fd: RawFd) {
+    // SAFETY: `fd` was produced for an op nobody will ever see complete, so
+    // this loop is its only owner.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.shared.close();
+        if self.ops.len() > 0 {
+            self.drain_for_drop();
+        }
+        // Ready completions and timers hold user callbacks: drop them here,
+        // while the ops they may reference are still accounted for.
+        self.ready.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    No,
+    UntilEvent,
+    Until(u64),
+}
+
+impl std::fmt::Debug for Loop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loop")
+            .field("backend", &self.backend())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,252 @@
+//! Socket ops: listen, accept, connect, recv, send, send_all, shutdown, close.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{IntoRawFd, RawFd};
+
+use crate::event_loop::Loop;
+use crate::op::{Completion, OpId, OpKind, OpResult, SockAddrBuf};
+
+/// Default listen backlog.
+pub const LISTEN_BACKLOG_DEFAULT: i32 = 1024;
+
+/// How to set up a listening TCP socket.
+///
+/// ```
+/// # use ringvisor_runtime::{ListenOptions, Loop};
+/// let lp = Loop::new().unwrap();
+/// let fd = lp
+///     .listen_tcp("127.0.0.1:0".parse().unwrap(), ListenOptions::default().reuse_port(true))
+///     .unwrap();
+/// assert!(ringvisor_runtime::local_addr(fd).unwrap().port() > 0);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ListenOptions {
+    backlog: i32,
+    reuse_port: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: LISTEN_BACKLOG_DEFAULT,
+            reuse_port: false,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// Pending-connection queue length passed to `listen(2)`.
+    pub fn backlog(mut self, backlog: i32) -> ListenOptions {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Sets `SO_REUSEPORT`, so several loops can each own a listener on one port.
+    pub fn reuse_port(mut self, reuse_port: bool) -> ListenOptions {
+        self.reuse_port = reuse_port;
+        self
+    }
+}
+
+/// The local address of a socket.
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: the caller passes an fd it keeps open for the duration of this
+    // call; the borrow ends with it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let addr = socket2::SockRef::from(&borrowed).local_addr()?;
+    addr.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+/// Sets `TCP_NODELAY` on a connected socket.
+pub fn set_nodelay(fd: RawFd, nodelay: bool) -> io::Result<()> {
+    // SAFETY: as in `local_addr`.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&borrowed).set_tcp_nodelay(nodelay)
+}
+
+impl Loop {
+    /// Opens a listening TCP socket (`SO_REUSEADDR`, optional `SO_REUSEPORT`),
+    /// ready for [`Loop::accept`]. A control-plane call: it makes its
+    /// syscalls directly rather than through the ring.
+    pub fn listen_tcp(&self, addr: SocketAddr, options: ListenOptions) -> io::Result<RawFd> {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None)?;
+        socket.set_reuse_address(true)?;
+        if options.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(options.backlog)?;
+        socket.set_nonblocking(self.wants_nonblocking_sockets())?;
+        Ok(socket.into_raw_fd())
+    }
+
+    /// Accepts one connection: the new socket's fd (close-on-exec; nonblocking
+    /// on the poll backend) and the peer's address. A canceled accept that
+    /// raced with a connection closes that connection's fd.
+    pub fn accept(
+        &mut self,
+        fd: RawFd,
+        callback: impl FnOnce(&mut Loop, OpResult<(RawFd, SocketAddr)>) + 'static,
+    ) -> OpId {
+        let kind = OpKind::Accept {
+            fd,
+            addr: SockAddrBuf::empty(),
+        };
+        self.submit(kind, move |lp, c| {
+            let Completion { result, kind } = c;
+            let OpKind::Accept { addr, .. } = kind else {
+                unreachable!("accept completion carries accept data")
+            };
+            let result = result.map(|new_fd| {
+                let peer = addr
+                    .to_socket_addr()
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                (new_fd, peer)
+            });
+            callback(lp, result)
+        })
+    }
+
+    /// Connects a new TCP socket to `addr`; on success the callback owns the fd.
+    /// On failure or cancel the socket is closed.
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        callback: impl FnOnce(&mut Loop, OpResult<RawFd>) + 'static,
+    ) -> OpId {
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None).and_then(|s| {
+                s.set_nonblocking(self.wants_nonblocking_sockets())
+                    .map(|_| s)
+            });
+        match socket {
+            Err(e) => self.fail_early(OpKind::Nop, e, move |lp, c| {
+                callback(lp, c.result.map(|_| -1))
+            }),
+            Ok(socket) => {
+                let kind = OpKind::Connect {
+                    fd: socket.into_raw_fd(),
+                    addr: SockAddrBuf::from_addr(addr),
+                    in_progress: false,
+                };
+                self.submit(kind, move |lp, c| {
+                    let Completion { result, kind } = c;
+                    let OpKind::Connect { fd, .. } = kind else {
+                        unreachable!("connect completion carries connect data")
+                    };
+                    callback(lp, result.map(|_| fd))
+                })
+            }
+        }
+    }
+
+    /// Receives into `buf`'s spare capacity (bytes land after `buf.len()`, and
+    /// the length grows by the count received). `Ok(0)` means the peer closed.
+    /// A buffer without spare capacity fails with `InvalidInput`.
+    pub fn recv(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: impl FnOnce(&mut Loop, OpResult<usize>, Vec<u8>) + 'static,
+    ) -> OpId {
+        let has_room = buf.capacity() > buf.len();
+        let kind = OpKind::Recv { fd, buf };
+        let deliver = move |lp: &mut Loop, c: Completion| {
+            let Completion { result, kind } = c;
+            let OpKind::Recv { buf, .. } = kind else {
+                unreachable!("recv completion carries recv data")
+            };
+            callback(lp, result.map(|n| n as usize), buf)
+        };
+        if !has_room {
+            let err = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recv buffer has no spare capacity",
+            );
+            return self.fail_early(kind, err, deliver);
+        }
+        self.submit(kind, deliver)
+    }
+
+    /// Sends as much of `buf` as the socket takes in one go (maybe less than
+    /// all of it). Never raises `SIGPIPE`: a closed peer is `EPIPE`.
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: impl FnOnce(&mut Loop, OpResult<usize>, Vec<u8>) + 'static,
+    ) -> OpId {
+        self.send_impl(fd, buf, false, callback)
+    }
+
+    /// Sends all of `buf`, resubmitting after partial sends (a slow reader
+    /// gets every byte, eventually). The result is the total sent.
+    pub fn send_all(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: impl FnOnce(&mut Loop, OpResult<usize>, Vec<u8>) + 'static,
+    ) -> OpId {
+        self.send_impl(fd, buf, true, callback)
+    }
+
+    fn send_impl(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        all: bool,
+        callback: impl FnOnce(&mut Loop, OpResult<usize>, Vec<u8>) + 'static,
+    ) -> OpId {
+        let too_big = buf.len() > i32::MAX as usize;
+        let kind = OpKind::Send {
+            fd,
+            buf,
+            offset: 0,
+            all,
+        };
+        let deliver = move |lp: &mut Loop, c: Completion| {
+            let Completion { result, kind } = c;
+            let OpKind::Send { buf, .. } = kind else {
+                unreachable!("send completion carries send data")
+            };
+            callback(lp, result.map(|n| n as usize), buf)
+        };
+        if too_big {
+            let err = io::Error::new(io::ErrorKind::InvalidInput, "send buffer over 2 GiB");
+            return self.fail_early(kind, err, deliver);
+        }
+        self.submit(kind, deliver)
+    }
+
+    /// Shuts down one or both directions of a socket.
+    pub fn shutdown(
+        &mut self,
+        fd: RawFd,
+        how: Shutdown,
+        callback: impl FnOnce(&mut Loop, OpResult<()>) + 'static,
+    ) -> OpId {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        self.submit(OpKind::Shutdown { fd, how }, move |lp, c| {
+            callback(lp, c.result.map(|_| ()))
+        })
+    }
+
+    /// Closes any fd (socket or file).
+    pub fn close(
+        &mut self,
+        fd: RawFd,
+        callback: impl FnOnce(&mut Loop, OpResult<()>) + 'static,
+    ) -> OpId {
+        self.submit(OpKind::Close { fd }, move |lp, c| {
+            callback(lp, c.result.map(|_| ()))
+        })
+    }
+}

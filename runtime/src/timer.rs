@@ -1,0 +1,243 @@
+//! User-space timers: an indexed binary min-heap over a slab.
+//!
+//! Insert and cancel are O(log n); a canceled timer leaves nothing behind, so
+//! a million pending timers cost one slab entry and one heap entry each, and
+//! insert-then-cancel in a tight loop never grows memory. Timers with equal
+//! deadlines fire in the order they were set (a sequence number breaks ties).
+//!
+//! Invariants: `heap[i].key` names a live slab entry whose `heap_index == i`;
+//! the heap is ordered by `(deadline_ns, seq)`.
+
+use crate::event_loop::Loop;
+
+/// Identifies a pending timer so it can be canceled with [`Loop::cancel_timer`].
+///
+/// ```
+/// # use ringvisor_runtime::Loop;
+/// # use std::time::Duration;
+/// let mut lp = Loop::new().unwrap();
+/// let id = lp.timer(Duration::from_secs(60), |_lp| unreachable!());
+/// assert!(lp.cancel_timer(id));
+/// lp.run().unwrap(); // returns at once: nothing is pending
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    key: u32,
+    seq: u64,
+}
+
+pub(crate) type TimerCallback = Box<dyn FnOnce(&mut Loop)>;
+
+struct Entry {
+    seq: u64,
+    heap_index: u32,
+    callback: TimerCallback,
+}
+
+#[derive(Clone, Copy)]
+struct HeapItem {
+    deadline_ns: u64,
+    seq: u64,
+    key: u32,
+}
+
+impl HeapItem {
+    fn before(&self, other: &HeapItem) -> bool {
+        (self.deadline_ns, self.seq) < (other.deadline_ns, other.seq)
+    }
+}
+
+/// The pending timers of one loop.
+pub(crate) struct Timers {
+    entries: slab::Slab<Entry>,
+    heap: Vec<HeapItem>,
+    next_seq: u64,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Timers {
+        Timers {
+            entries: slab::Slab::new(),
+            heap: Vec::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        debug_assert_eq!(self.entries.len(), self.heap.len());
+        self.heap.len()
+    }
+
+    /// The earliest deadline, if any timer is pending.
+    pub(crate) fn next_deadline_ns(&self) -> Option<u64> {
+        self.heap.first().map(|item| item.deadline_ns)
+    }
+
+    pub(crate) fn insert(&mut self, deadline_ns: u64, callback: TimerCallback) -> TimerId {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let heap_index = self.heap.len() as u32;
+        let key = self.entries.insert(Entry {
+            seq,
+            heap_index,
+            callback,
+        });
+        assert!(key < u32::MAX as usize, "timer table full");
+        self.heap.push(HeapItem {
+            deadline_ns,
+            seq,
+            key: key as u32,
+        });
+        self.sift_up(heap_index as usize);
+        TimerId {
+            key: key as u32,
+            seq,
+        }
+    }
+
+    /// Removes a pending timer; false if it already fired or was canceled.
+    pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
+        match self.entries.get(id.key as usize) {
+            Some(entry) if entry.seq == id.seq => {
+                let index = entry.heap_index as usize;
+                drop(self.remove_at(index));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Pops the earliest timer if it is due at `now_ns`.
+    pub(crate) fn pop_due(&mut self, now_ns: u64) -> Option<TimerCallback> {
+        match self.heap.first() {
+            Some(item) if item.deadline_ns <= now_ns => Some(self.remove_at(0)),
+            _ => None,
+        }
+    }
+
+    fn remove_at(&mut self, index: usize) -> TimerCallback {
+        let last = self.heap.len() - 1;
+        self.heap.swap(index, last);
+        let removed = self.heap.pop().expect("heap holds the removed item");
+        let entry = self.entries.remove(removed.key as usize);
+        debug_assert_eq!(entry.heap_index as usize, index);
+        if index < self.heap.len() {
+            self.set_index(index);
+            // The moved item may belong above or below its new place.
+            if index > 0 && self.heap[index].before(&self.heap[(index - 1) / 2]) {
+                self.sift_up(index);
+            } else {
+                self.sift_down(index);
+            }
+        }
+        entry.callback
+    }
+
+    fn set_index(&mut self, index: usize) {
+        let key = self.heap[index].key as usize;
+        self.entries[key].heap_index = index as u32;
+    }
+
+    fn sift_up(&mut self, mut index: usize) {
+        while index > 0 {
+            let parent = (index - 1) / 2;
+            if !self.heap[index].before(&self.heap[parent]) {
+                break;
+            }
+            self.heap.swap(index, parent);
+            self.set_index(index);
+            index = parent;
+        }
+        self.set_index(index);
+    }
+
+    fn sift_down(&mut self, mut index: usize) {
+        let len = self.heap.len();
+        loop {
+            let left = 2 * index + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < len && self.heap[right].before(&self.heap[left]) {
+                right
+            } else {
+                left
+            };
+            if !self.heap[child].before(&self.heap[index]) {
+                break;
+            }
+            self.heap.swap(index, child);
+            self.set_index(index);
+            index = child;
+        }
+        self.set_index(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop() -> TimerCallback {
+        Box::new(|_| {})
+    }
+
+    #[test]
+    fn pops_in_deadline_then_insertion_order() {
+        let mut timers = Timers::new();
+        let deadlines = [50u64, 10, 30, 10, 40, 20, 30];
+        let mut ids = Vec::new();
+        for d in deadlines {
+            ids.push((d, timers.insert(d, noop())));
+        }
+        // Equal deadlines: the earlier insert has the smaller seq.
+        let mut expected: Vec<(u64, u64)> = ids.iter().map(|(d, id)| (*d, id.seq)).collect();
+        expected.sort();
+        let mut popped = Vec::new();
+        while let Some(item) = timers.heap.first().copied() {
+            assert!(timers.pop_due(u64::MAX).is_some());
+            popped.push((item.deadline_ns, item.seq));
+        }
+        assert_eq!(popped, expected);
+    }
+
+    #[test]
+    fn cancel_removes_from_the_middle_and_keeps_order() {
+        let mut timers = Timers::new();
+        let ids: Vec<TimerId> = (0..1000u64)
+            .map(|i| timers.insert((i * 7919) % 1000, noop()))
+            .collect();
+        for id in ids.iter().step_by(3) {
+            assert!(timers.cancel(*id));
+            assert!(!timers.cancel(*id), "second cancel must fail");
+        }
+        assert_eq!(timers.len(), 1000 - 334);
+        let mut last = 0;
+        while let Some(deadline) = timers.next_deadline_ns() {
+            assert!(deadline >= last);
+            last = deadline;
+            timers.pop_due(u64::MAX);
+        }
+    }
+
+    #[test]
+    fn pop_due_respects_now() {
+        let mut timers = Timers::new();
+        timers.insert(100, noop());
+        assert!(timers.pop_due(99).is_none());
+        assert!(timers.pop_due(100).is_some());
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn stale_id_after_slot_reuse_is_refused() {
+        let mut timers = Timers::new();
+        let first = timers.insert(1, noop());
+        assert!(timers.pop_due(1).is_some());
+        let second = timers.insert(2, noop());
+        assert_eq!(first.key, second.key, "slot reused");
+        assert!(!timers.cancel(first));
+        assert!(timers.cancel(second));
+    }
+}
