@@ -10,6 +10,7 @@
 //! Callbacks only ever queue work; nothing they do re-enters a backend or runs
 //! another callback on their stack.
 
+use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
@@ -28,6 +29,10 @@ use crate::timer::{TimerCallback, TimerId, Timers};
 pub const SQ_ENTRIES_DEFAULT: u32 = 256;
 /// Default size of the poll backend's regular-file thread pool.
 pub const FILE_THREADS_DEFAULT: usize = 4;
+/// Deferred callbacks run per tick before the loop goes back to the kernel;
+/// more wait for the next tick (which then does not block), so a callback
+/// that keeps deferring cannot starve I/O.
+pub const DEFER_BUDGET_PER_TICK: usize = 4096;
 /// How long dropping a loop waits for the kernel to give back canceled ops
 /// before leaking their memory instead of freeing it.
 const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +100,8 @@ impl LoopBuilder {
             stats: Stats::default(),
             shared,
             posted: Vec::new(),
+            deferred: VecDeque::new(),
+            extensions: Vec::new(),
             stopped: false,
             _not_send: PhantomData,
         })
@@ -114,6 +121,7 @@ fn backend_from_env() -> io::Result<Backend> {
 }
 
 type Ready = (Option<OpCallback>, Completion);
+type Deferred = Box<dyn FnOnce(&mut Loop)>;
 
 /// A single-threaded completion event loop.
 ///
@@ -141,6 +149,9 @@ pub struct Loop {
     stats: Stats,
     shared: Arc<Shared>,
     posted: Vec<Posted>,
+    deferred: VecDeque<Deferred>,
+    /// Typed state layered on the loop (the behaviours' process table).
+    extensions: Vec<(TypeId, Box<dyn Any>)>,
     stopped: bool,
     /// Callbacks are not `Send`, and neither is the loop.
     _not_send: PhantomData<*const ()>,
@@ -204,6 +215,65 @@ impl Loop {
     ) -> TimerId {
         let deadline_ns = self.clock.deadline_ns(after);
         self.timers.insert(deadline_ns, Box::new(callback))
+    }
+
+    /// Runs `callback` later in this tick, after the callbacks already
+    /// running, without a trip to the kernel. At most
+    /// [`DEFER_BUDGET_PER_TICK`] deferred callbacks run per tick; the rest run
+    /// next tick, which then does not block.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.defer(|lp| lp.defer(|_| println!("second")));
+    /// lp.run().unwrap();
+    /// assert_eq!(lp.stats().syscalls, 0, "deferred work needs no syscall");
+    /// ```
+    pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.deferred.push_back(Box::new(callback));
+    }
+
+    /// Stores a value of type `T` in the loop, replacing any earlier one.
+    /// Layers built on the loop (the behaviours) keep their state here, so
+    /// every callback that gets `&mut Loop` can reach it.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.insert_extension(7u32);
+    /// *lp.extension_mut::<u32>().unwrap() += 1;
+    /// assert_eq!(lp.extension::<u32>(), Some(&8));
+    /// ```
+    pub fn insert_extension<T: 'static>(&mut self, value: T) -> Option<T> {
+        let old = self.remove_extension::<T>();
+        self.extensions.push((TypeId::of::<T>(), Box::new(value)));
+        old
+    }
+
+    /// The stored value of type `T`, if any.
+    pub fn extension<T: 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
+        self.extensions
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_ref())
+    }
+
+    /// The stored value of type `T`, mutably.
+    pub fn extension_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let id = TypeId::of::<T>();
+        self.extensions
+            .iter_mut()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_mut())
+    }
+
+    /// Takes the stored value of type `T` out of the loop.
+    pub fn remove_extension<T: 'static>(&mut self) -> Option<T> {
+        let id = TypeId::of::<T>();
+        let pos = self.extensions.iter().position(|(t, _)| *t == id)?;
+        let (_, value) = self.extensions.swap_remove(pos);
+        Some(*value.downcast::<T>().expect("TypeId matched"))
     }
 
     /// Cancels a pending timer; false if it already fired or was canceled.
@@ -336,6 +406,7 @@ impl Loop {
         self.ops.len() > 0
             || self.timers.len() > 0
             || !self.ready.is_empty()
+            || !self.deferred.is_empty()
             || self.shared.has_pending()
             || self.stopped
     }
@@ -345,9 +416,14 @@ impl Loop {
         self.flush_submissions()?;
         let timeout = self.wait_timeout(wait);
         let mut done = std::mem::take(&mut self.raw_completions);
-        let result = self
-            .driver
-            .wait(timeout, &mut self.ops, &mut done, &mut self.stats);
+        // Nothing in any backend and no need to sleep: skip the kernel.
+        let idle = self.ops.in_kernel() == 0 && done.is_empty() && timeout == Some(Duration::ZERO);
+        let result = if idle {
+            Ok(())
+        } else {
+            self.driver
+                .wait(timeout, &mut self.ops, &mut done, &mut self.stats)
+        };
         self.clock.update();
         for raw in done.drain(..) {
             let settled = self.ops.settle(raw);
@@ -358,11 +434,22 @@ impl Loop {
         self.run_posted();
         self.run_due_timers();
         self.run_ready();
+        self.run_deferred();
         Ok(())
+    }
+
+    fn run_deferred(&mut self) {
+        for _ in 0..DEFER_BUDGET_PER_TICK {
+            match self.deferred.pop_front() {
+                Some(callback) => callback(self),
+                None => return,
+            }
+        }
     }
 
     fn wait_timeout(&mut self, wait: Wait) -> Option<Duration> {
         if !self.ready.is_empty()
+            || !self.deferred.is_empty()
             || self.stopped
             || self.shared.has_pending()
             || !self.submit_queue.is_empty()
@@ -557,9 +644,12 @@ impl Drop for Loop {
         if self.ops.len() > 0 {
             self.drain_for_drop();
         }
-        // Ready completions and timers hold user callbacks: drop them here,
-        // while the ops they may reference are still accounted for.
+        // Ready completions, deferred work and extensions hold user callbacks
+        // and state: drop them here, while the ops they may reference are
+        // still accounted for.
         self.ready.clear();
+        self.deferred.clear();
+        self.extensions.clear();
     }
 }
 

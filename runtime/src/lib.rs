@@ -38,7 +38,9 @@ mod timer;
 pub mod testing;
 
 pub use backend::Backend;
-pub use event_loop::{Loop, LoopBuilder, FILE_THREADS_DEFAULT, SQ_ENTRIES_DEFAULT};
+pub use event_loop::{
+    Loop, LoopBuilder, DEFER_BUDGET_PER_TICK, FILE_THREADS_DEFAULT, SQ_ENTRIES_DEFAULT,
+};
 pub use handle::{LoopGone, LoopHandle};
 pub use op::{OpError, OpId, OpResult};
 pub use ops::net::{local_addr, set_nodelay, ListenOptions, LISTEN_BACKLOG_DEFAULT};
