@@ -12,3 +12,6 @@
 #![warn(missing_docs)]
 
 pub use ringvisor_runtime::*;
+
+/// Erlang/OTP's behaviours on the loop (see [`ringvisor_behaviours`]).
+pub use ringvisor_behaviours as behaviours;
