@@ -7,7 +7,8 @@
 //! ```
 //! After criterion's figures, a one-run summary measures the same work
 //! interleaved, with kernel entries per 1,000 ops, and checks the targets
-//! (`RINGVISOR_BENCH_SUMMARY=path` writes it as Markdown too).
+//! (`RINGVISOR_BENCH_SUMMARY=path` writes it as Markdown too; `=off` skips
+//! it, for profiling one bench).
 
 use std::time::Duration;
 
@@ -87,12 +88,14 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     // `cargo test --benches` runs each bench once without `--bench`: skip the
     // summary there.
-    if !std::env::args().any(|a| a == "--bench") {
+    // `RINGVISOR_BENCH_SUMMARY=off` skips it (for profiling one bench).
+    let target = std::env::var("RINGVISOR_BENCH_SUMMARY").ok();
+    if !std::env::args().any(|a| a == "--bench") || target.as_deref() == Some("off") {
         return;
     }
     let md = summary::run();
     println!("\n{md}");
-    if let Ok(path) = std::env::var("RINGVISOR_BENCH_SUMMARY") {
+    if let Some(path) = target {
         if let Err(e) = std::fs::write(&path, &md) {
             eprintln!("cannot write {path}: {e}");
         }

@@ -37,7 +37,10 @@ impl EchoBench {
     pub fn new(backend: Backend, connections: usize) -> EchoBench {
         let mut lp = Loop::builder().backend(backend).build().expect("loop");
         let listener = lp
-            .listen_tcp("127.0.0.1:0".parse().expect("addr"), ListenOptions::default())
+            .listen_tcp(
+                "127.0.0.1:0".parse().expect("addr"),
+                ListenOptions::default(),
+            )
             .expect("listen");
         let addr: SocketAddr = ringvisor::local_addr(listener).expect("local addr");
         lp.insert_extension(Pings {
@@ -89,7 +92,8 @@ impl EchoBench {
 }
 
 fn pings(lp: &mut Loop) -> &mut Pings {
-    lp.extension_mut::<Pings>().expect("installed by EchoBench::new")
+    lp.extension_mut::<Pings>()
+        .expect("installed by EchoBench::new")
 }
 
 /// Starts a round trip if any remain; parks the client otherwise.

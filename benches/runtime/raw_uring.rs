@@ -17,9 +17,7 @@ impl RawRing {
     pub fn new(sq_entries: u32) -> RawRing {
         let build = |flags: bool| {
             let mut builder = IoUring::builder();
-            builder
-                .setup_cqsize(sq_entries * 4)
-                .setup_submit_all();
+            builder.setup_cqsize(sq_entries * 4).setup_submit_all();
             if flags {
                 builder
                     .setup_coop_taskrun()

@@ -92,7 +92,12 @@ fn nop_figures(batch: usize) -> Vec<(&'static str, Figure)> {
             entries[i] += e;
         }
     }
-    let names = ["loop io_uring (sq 4096)", "loop io_uring (sq 256, default)", "loop poll", "raw io-uring crate (sq 4096)"];
+    let names = [
+        "loop io_uring (sq 4096)",
+        "loop io_uring (sq 256, default)",
+        "loop poll",
+        "raw io-uring crate (sq 4096)",
+    ];
     names
         .into_iter()
         .zip(rates)
@@ -110,10 +115,13 @@ fn nop_figures(batch: usize) -> Vec<(&'static str, Figure)> {
 fn timer_rate(pending: usize) -> f64 {
     let mut lp = work::timer_loop(pending);
     let rates = (0..ROUNDS)
-        .map(|_| measure(TIMER_PAIRS_PER_MEASUREMENT, || {
-            work::timer_insert_cancel(&mut lp, TIMER_PAIRS_PER_MEASUREMENT);
-            0
-        }).0)
+        .map(|_| {
+            measure(TIMER_PAIRS_PER_MEASUREMENT, || {
+                work::timer_insert_cancel(&mut lp, TIMER_PAIRS_PER_MEASUREMENT);
+                0
+            })
+            .0
+        })
         .collect();
     median(rates)
 }
@@ -145,12 +153,18 @@ fn verdict(met: bool) -> &'static str {
 
 /// Measures everything and returns the Markdown summary.
 pub fn run() -> String {
-    let mut md = String::from("## Runtime micro-benchmarks, one run (medians of 5 interleaved rounds)\n\n");
+    let mut md =
+        String::from("## Runtime micro-benchmarks, one run (medians of 5 interleaved rounds)\n\n");
     md.push_str("| case | batch | ops/s | kernel entries per 1,000 ops |\n|---|---:|---:|---:|\n");
     let mut at_1024 = (0.0, 0.0);
     for batch in BATCH_SIZES {
         for (name, f) in nop_figures(batch) {
-            let _ = writeln!(md, "| no-op, {name} | {batch} | {:.2} M | {:.2} |", f.ops_per_s / 1e6, f.entries_per_kop);
+            let _ = writeln!(
+                md,
+                "| no-op, {name} | {batch} | {:.2} M | {:.2} |",
+                f.ops_per_s / 1e6,
+                f.entries_per_kop
+            );
             if batch == 1024 && name.starts_with("loop io_uring (sq 4096)") {
                 at_1024.0 = f.ops_per_s;
             }
@@ -161,7 +175,11 @@ pub fn run() -> String {
     }
     let timers_empty = timer_rate(0);
     let timers_deep = timer_rate(PENDING_TIMERS);
-    let _ = writeln!(md, "| timer insert+cancel, no other timers | – | {:.2} M pairs | 0 |", timers_empty / 1e6);
+    let _ = writeln!(
+        md,
+        "| timer insert+cancel, no other timers | – | {:.2} M pairs | 0 |",
+        timers_empty / 1e6
+    );
     let _ = writeln!(
         md,
         "| timer insert+cancel, {PENDING_TIMERS} later timers pending (new one goes to the heap top) | – | {:.2} M pairs | 0 |",

@@ -50,7 +50,10 @@ fn completed(lp: &Loop) -> u64 {
 
 /// A loop with `pending` far-off timers already set.
 pub fn timer_loop(pending: usize) -> Loop {
-    let mut lp = Loop::builder().backend(Backend::Auto).build().expect("loop");
+    let mut lp = Loop::builder()
+        .backend(Backend::Auto)
+        .build()
+        .expect("loop");
     for i in 0..pending {
         lp.timer(Duration::from_secs(3600 + i as u64), |_| {});
     }

@@ -58,8 +58,13 @@ pub fn serve_buffered(input: &mut Vec<u8>, store: &mut Store, out: &mut Vec<u8>)
     while consumed < input.len() {
         match serve_one(&input[consumed..], store, out) {
             Step::Partial => break,
-            Step::Served { len, flow: Flow::KeepOpen } => consumed += len,
-            Step::Served { flow: Flow::Close, .. } => {
+            Step::Served {
+                len,
+                flow: Flow::KeepOpen,
+            } => consumed += len,
+            Step::Served {
+                flow: Flow::Close, ..
+            } => {
                 flow = Flow::Close;
                 consumed = input.len();
                 break;
@@ -91,7 +96,10 @@ fn serve_one(buf: &[u8], store: &mut Store, out: &mut Vec<u8>) -> Step {
     let mut body_len = 0usize;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()) {
+            match std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
                 Some(n) => body_len = n,
                 None => return bad(out, 400),
             }
@@ -122,7 +130,13 @@ fn serve_one(buf: &[u8], store: &mut Store, out: &mut Vec<u8>) -> Step {
 
 /// Answers a parsed request; returns the status of an empty response to
 /// write, or `None` if the response was written.
-fn respond(method: &str, path: &str, body: &[u8], store: &mut Store, out: &mut Vec<u8>) -> Option<u16> {
+fn respond(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    store: &mut Store,
+    out: &mut Vec<u8>,
+) -> Option<u16> {
     let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) else {
         return Some(404);
     };
@@ -226,9 +240,15 @@ mod tests {
     #[test]
     fn put_then_get_then_replace() {
         let mut store = Store::new();
-        let (out, ..) = serve(b"PUT /kv/k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", &mut store);
+        let (out, ..) = serve(
+            b"PUT /kv/k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            &mut store,
+        );
         assert!(out.starts_with("HTTP/1.1 201 Created"));
-        let (out, ..) = serve(b"PUT /kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\nz", &mut store);
+        let (out, ..) = serve(
+            b"PUT /kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\nz",
+            &mut store,
+        );
         assert!(out.starts_with("HTTP/1.1 200 OK"));
         let (out, ..) = serve(b"GET /kv/k HTTP/1.1\r\n\r\n", &mut store);
         assert!(out.ends_with("Content-Length: 1\r\n\r\nz"));
@@ -237,7 +257,10 @@ mod tests {
     #[test]
     fn partial_request_waits_for_the_rest() {
         let mut store = Store::new();
-        let (out, flow, left) = serve(b"PUT /kv/k HTTP/1.1\r\nContent-Length: 9\r\n\r\nab", &mut store);
+        let (out, flow, left) = serve(
+            b"PUT /kv/k HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+            &mut store,
+        );
         assert!(out.is_empty());
         assert_eq!(flow, Flow::KeepOpen);
         assert_eq!(left, 46);
@@ -263,7 +286,10 @@ mod tests {
     #[test]
     fn percent_encoded_key_is_decoded() {
         let mut store = Store::new();
-        serve(b"PUT /kv/a%2Fb HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", &mut store);
+        serve(
+            b"PUT /kv/a%2Fb HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            &mut store,
+        );
         assert!(store.contains_key(&b"a/b"[..]));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! A run row: `suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,
 //! cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,
-//! load_cpu_pct,errors`; an empty numeric field means "not measured".
+//! load_cpu_pct,errors,writes_per_fsync`; an empty numeric field means "not measured".
 
 pub mod plot;
 mod targets;
@@ -60,6 +60,8 @@ pub struct Run {
     pub req_per_entry: Option<f64>,
     /// CPU use of the load generator, percent of one core.
     pub load_cpu_pct: Option<f64>,
+    /// Durable servers: acknowledged writes per fdatasync.
+    pub writes_per_fsync: Option<f64>,
 }
 
 /// Median and spread of one metric at one point.
@@ -131,6 +133,8 @@ pub struct Point {
     pub req_per_entry: Option<Summary>,
     /// Load generator CPU, %.
     pub load_cpu_pct: Option<Summary>,
+    /// Acknowledged writes per fdatasync (durable servers).
+    pub writes_per_fsync: Option<Summary>,
 }
 
 /// Parses the raw CSV (with its header line).
@@ -142,7 +146,11 @@ pub fn parse_runs(csv: &str) -> Result<Vec<Run>, String> {
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() < 14 {
-            return Err(format!("line {}: expected 15 fields, got {}", n + 1, f.len()));
+            return Err(format!(
+                "line {}: expected 15 fields, got {}",
+                n + 1,
+                f.len()
+            ));
         }
         let num = |i: usize| f[i].parse::<f64>().ok().filter(|v| v.is_finite());
         let conns = f[4]
@@ -164,6 +172,7 @@ pub fn parse_runs(csv: &str) -> Result<Vec<Run>, String> {
             syscalls_source: f[11].into(),
             req_per_entry: num(12),
             load_cpu_pct: num(13),
+            writes_per_fsync: f.get(15).and_then(|v| v.parse::<f64>().ok()),
         });
     }
     Ok(runs)
@@ -190,6 +199,7 @@ pub fn summarise(runs: &[Run]) -> BTreeMap<PointKey, Point> {
                 syscalls_source: runs[0].syscalls_source.clone(),
                 req_per_entry: col(|r| r.req_per_entry),
                 load_cpu_pct: col(|r| r.load_cpu_pct),
+                writes_per_fsync: col(|r| r.writes_per_fsync),
             };
             (key, point)
         })
@@ -239,9 +249,9 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
     for (suite, shape, mix) in groups(points) {
         let _ = writeln!(md, "\n### {}\n", group_title(&suite, &shape, &mix));
         md.push_str(
-            "| conns | server | req/s | p50 µs | p99 µs | server CPU µs/req | syscalls/req | req/kernel entry | load gen CPU % | runs |\n",
+            "| conns | server | req/s | p50 µs | p99 µs | server CPU µs/req | syscalls/req | req/kernel entry | load gen CPU % | writes/fsync | runs |\n",
         );
-        md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut rows: Vec<(&PointKey, &Point)> = points
             .iter()
             .filter(|(k, _)| k.suite == suite && k.shape == shape && k.mix == mix)
@@ -255,7 +265,7 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} |",
                 k.conns,
                 k.server,
                 cell(p.rps, 0),
@@ -266,6 +276,7 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
                 source,
                 cell(p.req_per_entry, 2),
                 cell(p.load_cpu_pct, 0),
+                cell(p.writes_per_fsync, 1),
                 p.rps.map_or(0, |s| s.count),
             );
         }
@@ -348,7 +359,11 @@ echo,tokio,rr,echo,64,1,100,10,20,5,2.5,perf,,99,0
         let rps = p.rps.unwrap();
         assert_eq!((rps.median, rps.count), (110.0, 3));
         assert!((rps.spread_pct() - 100.0 * 10.0 / 110.0).abs() < 1e-9);
-        assert_eq!(p.req_per_entry.unwrap().count, 2, "empty fields are not zeros");
+        assert_eq!(
+            p.req_per_entry.unwrap().count,
+            2,
+            "empty fields are not zeros"
+        );
         let ratios = markdown_ratios(&points);
         assert!(ratios.contains("| 1.10 | 0.18 |"), "{ratios}");
     }

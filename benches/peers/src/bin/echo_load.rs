@@ -5,7 +5,8 @@
 //! not the server, is the bottleneck.
 //!
 //! Prints one line of `key=value` pairs:
-//! `msgs=N msgs_per_s=R p50_us=A p99_us=B client_cpu_pct=C errors=E`.
+//! `msgs=N total_msgs=T msgs_per_s=R p50_us=A p99_us=B client_cpu_pct=C errors=E`,
+//! where `msgs` counts the measured window and `total_msgs` the warm-up too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -56,13 +57,13 @@ fn main() -> std::io::Result<()> {
         .build()?;
     let started = Instant::now();
     let cpu_before = process_cpu_time();
-    let (mut samples_ns, errors) = rt.block_on(run(&args))?;
+    let (mut samples_ns, total_msgs, errors) = rt.block_on(run(&args))?;
     let wall = started.elapsed();
     let cpu = process_cpu_time() - cpu_before;
     let measured_s = Duration::from_millis(args.duration_ms).as_secs_f64();
     let msgs = samples_ns.len();
     println!(
-        "msgs={msgs} msgs_per_s={:.0} p50_us={:.1} p99_us={:.1} client_cpu_pct={:.1} errors={errors}",
+        "msgs={msgs} total_msgs={total_msgs} msgs_per_s={:.0} p50_us={:.1} p99_us={:.1} client_cpu_pct={:.1} errors={errors}",
         msgs as f64 / measured_s,
         percentile_us(&mut samples_ns, 50.0),
         percentile_us(&mut samples_ns, 99.0),
@@ -71,7 +72,7 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-async fn run(args: &Args) -> std::io::Result<(Vec<u64>, usize)> {
+async fn run(args: &Args) -> std::io::Result<(Vec<u64>, u64, usize)> {
     let mut streams = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let stream = TcpStream::connect(args.addr).await?;
@@ -92,31 +93,37 @@ async fn run(args: &Args) -> std::io::Result<(Vec<u64>, usize)> {
     }
     local.await;
     let mut samples_ns = Vec::new();
+    let mut total_msgs = 0;
     let mut errors = 0;
     for task in tasks {
         match task.await {
-            Ok(Ok(mut samples)) => samples_ns.append(&mut samples),
+            Ok(Ok((mut samples, total))) => {
+                samples_ns.append(&mut samples);
+                total_msgs += total;
+            }
             _ => errors += 1,
         }
     }
-    Ok((samples_ns, errors))
+    Ok((samples_ns, total_msgs, errors))
 }
 
 async fn ping_pong(
     mut stream: TcpStream,
     size_bytes: usize,
     window: Window,
-) -> std::io::Result<Vec<u64>> {
+) -> std::io::Result<(Vec<u64>, u64)> {
     let message = vec![b'x'; size_bytes];
     let mut reply = vec![0u8; size_bytes];
     let mut samples_ns = Vec::new();
+    let mut total = 0;
     loop {
         let sent_at = Instant::now();
         if sent_at >= window.end {
-            return Ok(samples_ns);
+            return Ok((samples_ns, total));
         }
         stream.write_all(&message).await?;
         stream.read_exact(&mut reply).await?;
+        total += 1;
         if sent_at >= window.measure_from {
             samples_ns.push(sent_at.elapsed().as_nanos() as u64);
         }

@@ -25,7 +25,8 @@ struct Args {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let runs = report::parse_runs(&read(&args.runs)?)?;
     let points = report::summarise(&runs);
     std::fs::create_dir_all(&args.out_dir).map_err(|e| e.to_string())?;

@@ -51,7 +51,11 @@ const COLORS: [RGBColor; 8] = [
 type Series = BTreeMap<String, Vec<(f64, f64)>>;
 
 /// The (log2 connections, median) series of each server in a group.
-fn series(points: &BTreeMap<PointKey, Point>, group: &(String, String, String), metric: &Metric) -> Series {
+fn series(
+    points: &BTreeMap<PointKey, Point>,
+    group: &(String, String, String),
+    metric: &Metric,
+) -> Series {
     let mut lines: Series = BTreeMap::new();
     for (k, p) in points {
         if (&k.suite, &k.shape, &k.mix) != (&group.0, &group.1, &group.2) {
@@ -59,7 +63,10 @@ fn series(points: &BTreeMap<PointKey, Point>, group: &(String, String, String), 
         }
         if let Some(s) = (metric.get)(p) {
             let x = f64::from(k.conns.max(1)).log2();
-            lines.entry(k.server.clone()).or_default().push((x, s.median));
+            lines
+                .entry(k.server.clone())
+                .or_default()
+                .push((x, s.median));
         }
     }
     for line in lines.values_mut() {
@@ -77,16 +84,25 @@ pub fn write_plots(points: &BTreeMap<PointKey, Point>, dir: &Path) -> Result<Vec
             if lines.is_empty() {
                 continue;
             }
-            let path = dir.join(format!("{}-{}-{}-{}.svg", group.0, group.1, group.2, metric.stem));
+            let path = dir.join(format!(
+                "{}-{}-{}-{}.svg",
+                group.0, group.1, group.2, metric.stem
+            ));
             let title = group_title(&group.0, &group.1, &group.2);
-            draw(&path, &title, metric.label, &lines).map_err(|e| format!("{}: {e}", path.display()))?;
+            draw(&path, &title, metric.label, &lines)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             written.push(path);
         }
     }
     Ok(written)
 }
 
-fn draw(path: &Path, title: &str, y_label: &str, lines: &Series) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    lines: &Series,
+) -> Result<(), Box<dyn std::error::Error>> {
     let x_max = lines.values().flatten().map(|p| p.0).fold(1.0, f64::max);
     let y_max = lines.values().flatten().map(|p| p.1).fold(0.0, f64::max) * 1.15;
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
@@ -107,10 +123,19 @@ fn draw(path: &Path, title: &str, y_label: &str, lines: &Series) -> Result<(), B
     for (i, (server, points)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(server.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -18,7 +18,11 @@ struct Check {
     met: bool,
 }
 
-fn median<'a>(points: &'a BTreeMap<PointKey, Point>, key: &PointKey, server: &str) -> Option<&'a Point> {
+fn median<'a>(
+    points: &'a BTreeMap<PointKey, Point>,
+    key: &PointKey,
+    server: &str,
+) -> Option<&'a Point> {
     points.get(&PointKey {
         server: server.into(),
         ..key.clone()
@@ -42,13 +46,20 @@ fn syscall_limits(key: &PointKey, p: &Point, out: &mut Vec<Check>) {
     }
 }
 
-fn syscall_ratios(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point, out: &mut Vec<Check>) {
+fn syscall_ratios(
+    points: &BTreeMap<PointKey, Point>,
+    key: &PointKey,
+    p: &Point,
+    out: &mut Vec<Check>,
+) {
     let factor = match key.conns {
         16 => 3.0,
         64 | 256 => 5.0,
         _ => return,
     };
-    let Some(ours) = p.syscalls_per_req else { return };
+    let Some(ours) = p.syscalls_per_req else {
+        return;
+    };
     for other in ["tokio", "ringvisor-poll"] {
         let Some(theirs) = median(points, key, other).and_then(|o| o.syscalls_per_req) else {
             continue;
@@ -57,7 +68,10 @@ fn syscall_ratios(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point,
         out.push(Check {
             target: "syscalls/req (rr) fewer than tokio's and poll's by 3x at 16, 5x at 64 and 256",
             key: key.clone(),
-            figures: format!("{other} {:.2} / ours {:.2} = {ratio:.1}x (need {factor}x)", theirs.median, ours.median),
+            figures: format!(
+                "{other} {:.2} / ours {:.2} = {ratio:.1}x (need {factor}x)",
+                theirs.median, ours.median
+            ),
             met: ratio >= factor,
         });
     }
@@ -65,7 +79,9 @@ fn syscall_ratios(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point,
 
 fn latency(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point, out: &mut Vec<Check>) {
     if key.conns == 1 && key.shape == "rr" {
-        if let (Some(poll), Some(rps), Some(p99)) = (median(points, key, "ringvisor-poll"), p.rps, p.p99_us) {
+        if let (Some(poll), Some(rps), Some(p99)) =
+            (median(points, key, "ringvisor-poll"), p.rps, p.p99_us)
+        {
             if let (Some(poll_rps), Some(poll_p99)) = (poll.rps, poll.p99_us) {
                 out.push(Check {
                     target: "1 conn: req/s at least 0.9x poll's, p99 no higher",
@@ -86,15 +102,27 @@ fn latency(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point, out: &
         out.push(Check {
             target: "p99 at most 1.1x tokio's at every point",
             key: key.clone(),
-            figures: format!("{:.0} vs {:.0} µs ({:.2}x)", ours.median, theirs.median, ours.median / theirs.median),
+            figures: format!(
+                "{:.0} vs {:.0} µs ({:.2}x)",
+                ours.median,
+                theirs.median,
+                ours.median / theirs.median
+            ),
             met: ours.median <= 1.1 * theirs.median,
         });
     }
 }
 
-fn cpu_and_pipelined(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Point, out: &mut Vec<Check>) {
+fn cpu_and_pipelined(
+    points: &BTreeMap<PointKey, Point>,
+    key: &PointKey,
+    p: &Point,
+    out: &mut Vec<Check>,
+) {
     for peer in ["tokio", "monoio"] {
-        let Some(theirs) = median(points, key, peer) else { continue };
+        let Some(theirs) = median(points, key, peer) else {
+            continue;
+        };
         if matches!(key.conns, 64 | 256) {
             if let (Some(a), Some(b)) = (p.cpu_us_per_req, theirs.cpu_us_per_req) {
                 out.push(Check {
@@ -118,9 +146,26 @@ fn cpu_and_pipelined(points: &BTreeMap<PointKey, Point>, key: &PointKey, p: &Poi
     }
 }
 
+fn group_commit(points: &BTreeMap<PointKey, Point>, out: &mut Vec<Check>) {
+    let durable = points
+        .iter()
+        .filter(|(k, _)| k.server == "ringvisor-uring-sync" && k.conns == 64 && k.mix == "put");
+    for (key, p) in durable {
+        if let Some(w) = p.writes_per_fsync {
+            out.push(Check {
+                target: "durable PUT, 64 conns: at least 8 acknowledged writes per fdatasync",
+                key: key.clone(),
+                figures: format!("{:.1}", w.median),
+                met: w.median >= 8.0,
+            });
+        }
+    }
+}
+
 /// A Markdown table of every target that the measured points let us check.
 pub fn markdown_targets(points: &BTreeMap<PointKey, Point>) -> String {
     let mut checks = Vec::new();
+    group_commit(points, &mut checks);
     for (key, p) in points.iter().filter(|(k, _)| k.server == URING) {
         if key.shape == "rr" {
             syscall_limits(key, p, &mut checks);
@@ -130,10 +175,13 @@ pub fn markdown_targets(points: &BTreeMap<PointKey, Point>) -> String {
         cpu_and_pipelined(points, key, p, &mut checks);
     }
     if checks.is_empty() {
-        return "\n(no point has both ringvisor-uring and the servers a target compares with)\n".into();
+        return "\n(no point has both ringvisor-uring and the servers a target compares with)\n"
+            .into();
     }
     checks.sort_by(|a, b| (a.target, &a.key).cmp(&(b.target, &b.key)));
-    let mut md = String::from("\n| target | suite/shape/mix | conns | figures | met |\n|---|---|---:|---|---|\n");
+    let mut md = String::from(
+        "\n| target | suite/shape/mix | conns | figures | met |\n|---|---|---:|---|---|\n",
+    );
     for c in &checks {
         let _ = writeln!(
             md,
