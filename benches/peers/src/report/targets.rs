@@ -199,3 +199,25 @@ pub fn markdown_targets(points: &BTreeMap<PointKey, Point>) -> String {
     let _ = writeln!(md, "\n{met} of {} checks met.", checks.len());
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{parse_runs, summarise};
+
+    #[test]
+    fn syscall_limits_and_ratios_are_judged_per_point() {
+        let csv = "header
+echo,ringvisor-uring,rr,echo,64,1,100,10,20,5,0.4,perf,2.5,99,0,
+echo,ringvisor-uring,rr,echo,256,1,100,10,20,5,0.5,perf,2.5,99,0,
+echo,tokio,rr,echo,64,1,100,10,20,5,2.5,perf,,99,0,
+";
+        let md = markdown_targets(&summarise(&parse_runs(csv).unwrap()));
+        assert!(md.contains("| 64 | 0.40 (limit 0.5) | yes |"), "{md}");
+        assert!(md.contains("| 256 | 0.50 (limit 0.35) | **no** |"), "{md}");
+        assert!(
+            md.contains("tokio 2.50 / ours 0.40 = 6.2x (need 5x) | yes"),
+            "{md}"
+        );
+    }
+}
