@@ -41,10 +41,12 @@ pub struct Completer<T> {
 impl<T: 'static> Completer<T> {
     /// Delivers the op's outcome to the process (dropped if it has exited).
     pub fn complete(self, lp: &mut Loop, value: T) {
+        // Deliver before disowning: disowning the last op of a lingering
+        // process schedules its final exit, which must come after this.
+        (self.deliver)(lp, self.pid, value, self.then);
         if let Some(op) = self.op.get() {
             process::disown_op(lp, self.pid, op);
         }
-        (self.deliver)(lp, self.pid, value, self.then);
     }
 }
 
@@ -165,7 +167,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
     /// process with the outcome. If the process exits first, the op is
     /// canceled and `then` never runs.
     ///
-    /// ```ignore
+    /// ```text
     /// ctx.io(
     ///     |lp, done| lp.fdatasync(fd, move |lp, res| done.complete(lp, res)),
     ///     |state, ctx, res| state.synced = res.is_ok(),

@@ -13,6 +13,7 @@ mod ctx;
 pub mod gen_server;
 mod pid;
 mod process;
+pub mod supervisor;
 
 pub use call::{reply, waiting as calls_waiting, CallError, From, INFINITY};
 pub use ctx::{Completer, Ctx, TimerRef};

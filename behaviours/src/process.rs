@@ -280,6 +280,11 @@ pub fn is_alive(lp: &mut Loop, pid: Pid) -> bool {
     table(lp).slot(pid).is_some_and(|s| s.exiting.is_none())
 }
 
+/// True while `pid`'s slot exists, including while it lingers after terminate.
+pub(crate) fn exists(lp: &mut Loop, pid: Pid) -> bool {
+    table(lp).slot(pid).is_some()
+}
+
 /// Number of live processes on this loop.
 pub fn count(lp: &mut Loop) -> usize {
     table(lp).slots.len()
