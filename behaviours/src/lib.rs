@@ -10,6 +10,7 @@
 
 mod call;
 mod ctx;
+pub mod gen_event;
 pub mod gen_server;
 mod pid;
 mod process;
