@@ -305,6 +305,15 @@ run_echo() {
   done
 }
 
+# criterion's point estimates (the middle of each [low mid high]) as a table.
+criterion_table() {
+  printf '\n## Criterion estimates (cargo bench)\n\n| bench | time | throughput |\n|---|---:|---:|\n'
+  awk '/%/ { next }
+       /time:   \[/ { name = ($1 == "time:") ? last : $1; t = $(NF-3) " " $(NF-2) }
+       /thrpt:  \[/ { printf "| %s | %s | %s %s |\n", name, t, $(NF-3), $(NF-2); name = "" }
+       !/^ / && NF == 1 { last = $1 }' "$1"
+}
+
 # A perf record profile of a server at 64 connections: where the time goes.
 profile() { # suite server
   local suite=$1 server=$2
@@ -355,9 +364,10 @@ main() {
   local appendix="$WORK/appendix.md"
   : >"$appendix"
   if [ "$MICRO" = 1 ]; then
-    log "micro-benchmarks: cargo bench --bench runtime"
-    RINGVISOR_BENCH_SUMMARY="$OUT/micro.md" cargo bench --bench runtime >"$OUT/criterion.txt" 2>&1
+    log "micro-benchmarks: cargo bench (every criterion bench of the root package)"
+    RINGVISOR_BENCH_SUMMARY="$OUT/micro.md" cargo bench >"$OUT/criterion.txt" 2>&1
     cat "$OUT/micro.md" >>"$appendix"
+    criterion_table "$OUT/criterion.txt" >>"$appendix"
   fi
   write_preamble "$((SECONDS - started))" >"$WORK/preamble.md"
   "$REL/report" --runs "$RUNS" --out-dir "$OUT" --preamble "$WORK/preamble.md" --appendix "$appendix"
