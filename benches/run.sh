@@ -23,7 +23,8 @@
 # RINGVISOR_BENCH_REPS, RINGVISOR_BENCH_CONNS ("1 16 64 256"),
 # RINGVISOR_BENCH_SUITES ("echo kv"), RINGVISOR_BENCH_MICRO=0 (skip cargo
 # bench), RINGVISOR_BENCH_PROFILE=0 (skip the perf record profile),
-# RINGVISOR_BENCH_OUT (default benches/results).
+# RINGVISOR_BENCH_OUT (default benches/results), RINGVISOR_BENCH_REPORT_ONLY=1
+# (keep the raw runs.csv already in OUT: only the micro-benchmarks and the report).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -111,7 +112,7 @@ start_server() {
   SERVER_PID=$!
   local i
   for i in $(seq 1 200); do
-    SERVER_ADDR=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$WORK/$name.out" | head -1)
+    SERVER_ADDR=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p;T;q' "$WORK/$name.out")
     if [ -n "$SERVER_ADDR" ]; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
     sleep 0.05
@@ -210,7 +211,7 @@ echo_point() {
   get() { echo "$kv" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
   total=$(get total_msgs); rps=$(get msgs_per_s); p50=$(get p50_us); p99=$(get p99_us)
   load_cpu=$(get client_cpu_pct); errors=$(get errors)
-  entries=$(sed -n 's/.*, syscalls: \([0-9]*\).*/\1/p' "$WORK/$server.err" | tail -1)
+  entries=$(sed -n 's/.*, syscalls: \([0-9]*\).*/\1/p' "$WORK/$server.err" | tail -n 1 || true)
   per_entry=""
   if [ "${server#ringvisor}" != "$server" ]; then
     [ "$server" = ringvisor-uring ] && per_entry=$(ratio "$total" "$entries")
@@ -254,9 +255,9 @@ kv_point() {
   if [ -z "$line" ]; then log "wrk failed: $(cat "$WORK/wrk.err")"; return 0; fi
   get() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
   requests=$(get requests); p50=$(get p50_us); p99=$(get p99_us)
-  # wrk 4.1 reports 0 for the upper percentiles of pipelined load (it records
-  # one sample per batch but ranks over every response): not a measurement.
-  if [ "$p99" = 0 ]; then p50=""; p99=""; fi
+  # wrk 4.1's percentiles are not usable under pipelining (one sample per
+  # batch, and the upper ones mostly read 0): leave them out.
+  if [ "$depth" -gt 1 ]; then p50=""; p99=""; fi
   errors=$(( $(get errors) + $(get status_errors) ))
   if [ -n "$e0" ] && [ -n "$e1" ]; then entries=$((e1 - e0)); per_entry=$(ratio "$requests" "$entries"); fi
   if [ -n "$f0" ] && [ -n "$f1" ] && [ "$mix" = put ] && [ $((f1 - f0)) -gt 0 ]; then
@@ -334,9 +335,9 @@ profile() { # suite server
   {
     echo "# perf record -g -p PID, $suite $server, 64 connections, ${DURATION_S}s"
     echo "## share by binary (kernel = [kernel.kallsyms])"
-    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]'
+    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' || true
     echo "## top symbols"
-    perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40
+    perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n '1,40p' || true
   } >"$f"
   log "profile written to $f"
 }
@@ -347,7 +348,13 @@ main() {
   install_tools
   build
   mkdir -p "$OUT"
-  echo "suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,load_cpu_pct,errors,writes_per_fsync" >"$RUNS"
+  if [ "${RINGVISOR_BENCH_REPORT_ONLY:-0}" = 1 ]; then
+    [ -f "$RUNS" ] || { log "no $RUNS to report on"; exit 1; }
+    SUITES=""
+    PROFILE=0
+  else
+    echo "suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,load_cpu_pct,errors,writes_per_fsync" >"$RUNS"
+  fi
   local started=$SECONDS
   local suite
   for suite in $SUITES; do
