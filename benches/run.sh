@@ -163,6 +163,18 @@ kv_cmd() {
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# Busy ticks of the server's CPU (user, nice, system, steal; not irq/softirq)
+# and the wall clock, to tell how much else ran on that core during a point.
+core_mark() { CORE_BUSY0=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2 + $3 + $4 + $9}' /proc/stat); CORE_T0=$(date +%s.%N); }
+# other_load SERVER_TICKS: percent of the server's core used by anything but
+# the server: other processes on this shared machine (softirq time excluded).
+other_load() {
+  local busy
+  busy=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2 + $3 + $4 + $9}' /proc/stat)
+  awk -v b0="$CORE_BUSY0" -v b1="$busy" -v s="$1" -v t0="$CORE_T0" -v t1="$(date +%s.%N)" -v hz="$TICKS_PER_S" \
+    'BEGIN { o = (b1 - b0 - s) / hz / (t1 - t0); if (o < 0) o = 0; printf "%.0f", 100 * o }'
+}
+
 perf_start() {
   PERF_PID=""
   [ "$PERF" = 1 ] || return 0
@@ -189,7 +201,7 @@ kv_metric() {
 
 ratio() { awk -v a="$1" -v b="$2" -v m="${3:-1}" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.4f", m * a / b }'; }
 
-# emit SUITE SERVER SHAPE MIX CONNS REP RPS P50 P99 CPU_US SYS SRC PER_ENTRY LOAD_CPU ERRORS WRITES_PER_FSYNC
+# emit SUITE SERVER SHAPE MIX CONNS REP RPS P50 P99 CPU_US SYS SRC PER_ENTRY LOAD_CPU ERRORS WRITES_PER_FSYNC OTHER_LOAD
 emit() { (IFS=,; echo "$*") >>"$RUNS"; }
 
 # One echo point: a fresh server, the load client for DURATION_S.
@@ -200,11 +212,14 @@ echo_point() {
   local t0 t1 syscalls
   t0=$(cpu_ticks "$SERVER_PID")
   perf_start
+  core_mark
   taskset -c "$LOAD_CPU" "$REL/echo_load" --addr "$SERVER_ADDR" --connections "$conns" \
     --size-bytes "$ECHO_BYTES" --duration-ms $((DURATION_S * 1000)) --warmup-ms 500 >"$WORK/load.out"
+  t1=$(cpu_ticks "$SERVER_PID")
+  local other
+  other=$(other_load $((t1 - t0)))
   perf_stop
   syscalls=$SYSCALLS
-  t1=$(cpu_ticks "$SERVER_PID")
   stop_server
   local kv total rps p50 p99 load_cpu errors entries src=perf per_entry
   kv=$(cat "$WORK/load.out")
@@ -220,8 +235,8 @@ echo_point() {
   [ "$PERF" = 0 ] && [ "${server#ringvisor}" = "$server" ] && src=""
   emit echo "$server" rr echo "$conns" "$rep" "$rps" "$p50" "$p99" \
     "$(ratio $((t1 - t0)) "$total" $((1000000 / TICKS_PER_S)))" "$(ratio "$syscalls" "$total")" \
-    "$src" "$per_entry" "$load_cpu" "$errors" ""
-  log "echo $server conns=$conns rep=$rep: $rps msg/s, p99 ${p99}us, syscalls/msg $(ratio "$syscalls" "$total"), client cpu ${load_cpu}%"
+    "$src" "$per_entry" "$load_cpu" "$errors" "" "$other"
+  log "echo $server conns=$conns rep=$rep: $rps msg/s, p99 ${p99}us, syscalls/msg $(ratio "$syscalls" "$total"), client cpu ${load_cpu}%, other load on CPU $SERVER_CPU ${other}%"
 }
 
 run_wrk() { # conns duration_s mix depth
@@ -245,10 +260,13 @@ kv_point() {
   if [ "$ringvisor" = 1 ]; then e0=$(kv_metric 'kernel_entries|syscalls'); f0=$(kv_metric 'fsync'); fi
   t0=$(cpu_ticks "$SERVER_PID")
   perf_start
+  core_mark
   run_wrk "$conns" "$DURATION_S" "$mix" "$depth"
+  t1=$(cpu_ticks "$SERVER_PID")
+  local other
+  other=$(other_load $((t1 - t0)))
   perf_stop
   syscalls=$SYSCALLS
-  t1=$(cpu_ticks "$SERVER_PID")
   if [ "$ringvisor" = 1 ]; then e1=$(kv_metric 'kernel_entries|syscalls'); f1=$(kv_metric 'fsync'); fi
   local line requests p50 p99 errors entries="" src=perf per_entry="" wpf=""
   line=$(grep '^RESULT' "$WORK/wrk.out" || true)
@@ -267,8 +285,8 @@ kv_point() {
   emit kv "$server" "$shape" "$mix" "$conns" "$rep" \
     "$(ratio "$requests" "$(get duration_us)" 1000000)" "$p50" "$p99" \
     "$(ratio $((t1 - t0)) "$requests" $((1000000 / TICKS_PER_S)))" "$(ratio "$syscalls" "$requests")" \
-    "$src" "$per_entry" "$WRK_CPU_PCT" "$errors" "$wpf"
-  log "kv $server $shape $mix conns=$conns rep=$rep: $(ratio "$requests" "$(get duration_us)" 1000000) req/s, p99 ${p99}us, syscalls/req $(ratio "$syscalls" "$requests"), wrk cpu ${WRK_CPU_PCT}%"
+    "$src" "$per_entry" "$WRK_CPU_PCT" "$errors" "$wpf" "$other"
+  log "kv $server $shape $mix conns=$conns rep=$rep: $(ratio "$requests" "$(get duration_us)" 1000000) req/s, p99 ${p99}us, syscalls/req $(ratio "$syscalls" "$requests"), wrk cpu ${WRK_CPU_PCT}%, other load on CPU $SERVER_CPU ${other}%"
 }
 
 kv_servers() {
@@ -353,9 +371,10 @@ main() {
     SUITES=""
     PROFILE=0
   else
-    echo "suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,load_cpu_pct,errors,writes_per_fsync" >"$RUNS"
+    echo "suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,load_cpu_pct,errors,writes_per_fsync,other_cpu0_pct" >"$RUNS"
   fi
   local started=$SECONDS
+  LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
   local suite
   for suite in $SUITES; do
     case "$suite" in
@@ -396,6 +415,8 @@ write_preamble() {
 - KV: $KEYS keys (all written before measuring), ${VALUE_BYTES}-byte values; GET-heavy = 90% GET, PUT-heavy = 90% PUT; wrk 4.1's latency percentiles are broken under pipelining (it reports 0), so pipelined rows have no p50/p99
 - echo: ${ECHO_BYTES}-byte messages, one in flight per connection, 0.5 s warm-up; per-request figures divide by every message of the run
 - a "load gen CPU" near 100% means the load generator, not the server, limits req/s
+- "other load on CPU $SERVER_CPU": busy time of the server's core not spent in the server (other processes on this shared machine; softirq time excluded); high values mean the point was disturbed
+- load average at the start: $LOAD_AT_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)
 EOF
 }
 

@@ -4,7 +4,7 @@
 //!
 //! A run row: `suite,server,shape,mix,conns,rep,rps,p50_us,p99_us,
 //! cpu_us_per_req,syscalls_per_req,syscalls_source,req_per_entry,
-//! load_cpu_pct,errors,writes_per_fsync`; an empty numeric field means "not measured".
+//! load_cpu_pct,errors,writes_per_fsync,other_cpu0_pct`; an empty numeric field means "not measured".
 
 pub mod plot;
 mod targets;
@@ -62,6 +62,8 @@ pub struct Run {
     pub load_cpu_pct: Option<f64>,
     /// Durable servers: acknowledged writes per fdatasync.
     pub writes_per_fsync: Option<f64>,
+    /// Busy time of the server's core outside the server, percent.
+    pub other_load_pct: Option<f64>,
 }
 
 /// Median and spread of one metric at one point.
@@ -135,6 +137,8 @@ pub struct Point {
     pub load_cpu_pct: Option<Summary>,
     /// Acknowledged writes per fdatasync (durable servers).
     pub writes_per_fsync: Option<Summary>,
+    /// Other load on the server's core, %.
+    pub other_load_pct: Option<Summary>,
 }
 
 /// Parses the raw CSV (with its header line).
@@ -173,6 +177,7 @@ pub fn parse_runs(csv: &str) -> Result<Vec<Run>, String> {
             req_per_entry: num(12),
             load_cpu_pct: num(13),
             writes_per_fsync: f.get(15).and_then(|v| v.parse::<f64>().ok()),
+            other_load_pct: f.get(16).and_then(|v| v.parse::<f64>().ok()),
         });
     }
     Ok(runs)
@@ -200,6 +205,7 @@ pub fn summarise(runs: &[Run]) -> BTreeMap<PointKey, Point> {
                 req_per_entry: col(|r| r.req_per_entry),
                 load_cpu_pct: col(|r| r.load_cpu_pct),
                 writes_per_fsync: col(|r| r.writes_per_fsync),
+                other_load_pct: col(|r| r.other_load_pct),
             };
             (key, point)
         })
@@ -249,9 +255,9 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
     for (suite, shape, mix) in groups(points) {
         let _ = writeln!(md, "\n### {}\n", group_title(&suite, &shape, &mix));
         md.push_str(
-            "| conns | server | req/s | p50 µs | p99 µs | server CPU µs/req | syscalls/req | req/kernel entry | load gen CPU % | writes/fsync | runs |\n",
+            "| conns | server | req/s | p50 µs | p99 µs | server CPU µs/req | syscalls/req | req/kernel entry | load gen CPU % | other load on server CPU % | writes/fsync | runs |\n",
         );
-        md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut rows: Vec<(&PointKey, &Point)> = points
             .iter()
             .filter(|(k, _)| k.suite == suite && k.shape == shape && k.mix == mix)
@@ -265,7 +271,7 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} |",
                 k.conns,
                 k.server,
                 cell(p.rps, 0),
@@ -276,6 +282,7 @@ pub fn markdown_tables(points: &BTreeMap<PointKey, Point>) -> String {
                 source,
                 cell(p.req_per_entry, 2),
                 cell(p.load_cpu_pct, 0),
+                cell(p.other_load_pct, 0),
                 cell(p.writes_per_fsync, 1),
                 p.rps.map_or(0, |s| s.count),
             );
