@@ -476,6 +476,11 @@ pub(crate) fn disown_timer(lp: &mut Loop, pid: Pid, timer: TimerId) {
     }
 }
 
+/// True while `op` is owned by `pid` (false once the exit canceled it).
+pub(crate) fn owns_op(lp: &mut Loop, pid: Pid, op: OpId) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.ops.contains(&op))
+}
+
 pub(crate) fn own_op(lp: &mut Loop, pid: Pid, op: OpId) {
     if let Some(slot) = table(lp).slot_mut(pid) {
         slot.ops.push(op);
@@ -558,6 +563,15 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
     slot.exiting = Some(reason.clone());
     if let Some(name) = slot.name.take() {
         procs.names.remove(&name);
+    }
+    // Ops from the process's life are canceled now; only work `terminate`
+    // starts may hold the process (lingering) until it completes.
+    let ops = table(lp)
+        .slot_mut(pid)
+        .map(|s| std::mem::take(&mut s.ops))
+        .unwrap_or_default();
+    for op in ops {
+        lp.cancel(op);
     }
     if let Kill::Terminate(grace) = how {
         let process = table(lp).slot_mut(pid).and_then(|s| s.process.take());
