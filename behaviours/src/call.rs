@@ -74,17 +74,16 @@ struct Waiting<R> {
 struct Calls<R> {
     waiting: slab::Slab<Waiting<R>>,
     next_generation: u32,
+    /// Whether the callee-exit failer for `R` is registered.
+    registered: bool,
 }
 
 fn calls<R: 'static>(lp: &mut Loop) -> &mut Calls<R> {
-    if lp.extension::<Calls<R>>().is_none() {
-        lp.insert_extension(Calls::<R> {
-            waiting: slab::Slab::new(),
-            next_generation: 0,
-        });
-        process::table(lp).register_failer(TypeId::of::<R>(), fail_callee::<R>);
-    }
-    lp.extension_mut::<Calls<R>>().expect("just inserted")
+    lp.extension_or_insert_with(|| Calls::<R> {
+        waiting: slab::Slab::new(),
+        next_generation: 0,
+        registered: false,
+    })
 }
 
 /// Registers a call to `callee` and returns the token for its reply.
@@ -103,6 +102,10 @@ pub(crate) fn begin<R: 'static>(
         timer: None,
         continuation: Box::new(continuation),
     }) as u32;
+    if !std::mem::replace(&mut table.registered, true) {
+        // First call with this reply type: let callee exits fail these calls.
+        process::table(lp).register_failer(TypeId::of::<R>(), fail_callee::<R>);
+    }
     if timeout != INFINITY {
         let timer = lp.timer(timeout, move |lp| {
             finish::<R>(lp, key, generation, Err(CallError::Timeout), false);
