@@ -403,30 +403,33 @@ fn run_one(lp: &mut Loop, pid: Pid) -> usize {
         return 0; // being built or already running: rescheduled when put back
     };
     let ran = process.run(lp, pid, PROCESS_BUDGET);
-    let (handled, exit) = (ran.handled, ran.exit);
-    if let Some(slot) = table(lp).slot_mut(pid) {
-        debug_assert!(slot.queued >= ran.user_handled);
-        slot.queued = slot.queued.saturating_sub(ran.user_handled);
-    }
-    put_back(lp, pid, process);
-    if let Some(reason) = exit {
+    put_back_after(lp, pid, process, ran.user_handled);
+    if let Some(reason) = ran.exit {
         exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
     }
-    handled
+    ran.handled
 }
 
-fn put_back(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
+fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
+    put_back_after(lp, pid, process, 0);
+}
+
+/// Puts a process back after a run that took `user_handled` user messages
+/// off its mailbox, hands it what arrived meanwhile, and reschedules it.
+fn put_back_after(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, user_handled: usize) {
     let procs = table(lp);
     let Some(slot) = procs.slot_mut(pid) else {
         return;
     };
+    debug_assert!(slot.queued >= user_handled);
+    slot.queued = slot.queued.saturating_sub(user_handled);
     for pending in slot.overflow.drain(..) {
         process.accept(pending);
     }
     let ready = process.has_messages();
     slot.process = Some(process);
-    if ready {
-        schedule(lp, pid);
+    if ready && procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
     }
 }
 
