@@ -21,7 +21,7 @@ pub mod step;
 pub mod supervisor;
 
 pub use call::{reply, waiting as calls_waiting, CallError, From, INFINITY};
-pub use ctx::{Completer, Ctx, TimerRef};
+pub use ctx::{Completer, Ctx, Later, TimerRef};
 pub use gen_server::{GenServer, Info, Init, Next, Reply, ServerRef, StartError, StartOptions};
 pub use pid::{ExitReason, MonitorRef, Pid};
 pub use process::{

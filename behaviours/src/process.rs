@@ -118,6 +118,10 @@ struct Slot {
     monitors: Vec<(MonitorRef, Pid)>,
     timers: Vec<TimerId>,
     ops: Vec<OpId>,
+    /// Outstanding `Ctx::later` continuations of the current epoch.
+    holds: u32,
+    /// Bumped at exit: continuations from before it are dropped.
+    hold_epoch: u32,
     fds: Vec<RawFd>,
     /// Set once the process is exiting: it takes no more messages.
     exiting: Option<ExitReason>,
@@ -191,6 +195,8 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
         monitors: Vec::new(),
         timers: Vec::new(),
         ops: Vec::new(),
+        holds: 0,
+        hold_epoch: 0,
         fds: Vec::new(),
         exiting: None,
         linger_timer: None,
@@ -494,10 +500,48 @@ pub(crate) fn disown_op(lp: &mut Loop, pid: Pid, op: OpId) {
         return;
     };
     slot.ops.retain(|o| *o != op);
-    if slot.ops.is_empty() && slot.linger_timer.is_some() {
+    finish_lingering_if_idle(lp, pid);
+}
+
+/// Registers an outstanding continuation; returns its epoch.
+pub(crate) fn hold(lp: &mut Loop, pid: Pid) -> u32 {
+    match table(lp).slot_mut(pid) {
+        Some(slot) => {
+            slot.holds += 1;
+            slot.hold_epoch
+        }
+        None => u32::MAX,
+    }
+}
+
+/// True if a continuation of `epoch` still counts (the process did not exit
+/// since it was made, or it was made by `terminate`).
+pub(crate) fn hold_is_current(lp: &mut Loop, pid: Pid, epoch: u32) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.hold_epoch == epoch)
+}
+
+/// A continuation of `epoch` completed or was dropped.
+pub(crate) fn release(lp: &mut Loop, pid: Pid, epoch: u32) {
+    let Some(slot) = table(lp).slot_mut(pid) else {
+        return;
+    };
+    if slot.hold_epoch != epoch {
+        return;
+    }
+    debug_assert!(slot.holds > 0);
+    slot.holds = slot.holds.saturating_sub(1);
+    finish_lingering_if_idle(lp, pid);
+}
+
+/// A lingering process with no more async work finishes exiting.
+fn finish_lingering_if_idle(lp: &mut Loop, pid: Pid) {
+    let Some(slot) = table(lp).slot_mut(pid) else {
+        return;
+    };
+    if slot.ops.is_empty() && slot.holds == 0 && slot.linger_timer.is_some() {
         let timer = slot.linger_timer.take().expect("checked");
         lp.cancel_timer(timer);
-        // Finish after this completion's continuation has run.
+        // Finish after the continuation being delivered now has run.
         lp.defer(move |lp| finalize(lp, pid));
     }
 }
@@ -568,7 +612,12 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
     // starts may hold the process (lingering) until it completes.
     let ops = table(lp)
         .slot_mut(pid)
-        .map(|s| std::mem::take(&mut s.ops))
+        .map(|s| {
+            // Continuations made before the exit no longer count.
+            s.holds = 0;
+            s.hold_epoch = s.hold_epoch.wrapping_add(1);
+            std::mem::take(&mut s.ops)
+        })
         .unwrap_or_default();
     for op in ops {
         lp.cancel(op);
@@ -588,7 +637,9 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
         for timer in timers {
             lp.cancel_timer(timer);
         }
-        let lingering = table(lp).slot(pid).is_some_and(|s| !s.ops.is_empty());
+        let lingering = table(lp)
+            .slot(pid)
+            .is_some_and(|s| !s.ops.is_empty() || s.holds > 0);
         if lingering {
             tracing::debug!(%pid, ?grace, "process lingers for its async work after terminate");
             let timer = lp.timer(grace, move |lp| {

@@ -159,3 +159,51 @@ backend_tests! {
         assert_eq!(lp.stats().ops_in_flight, 0);
     }
 }
+
+/// Its terminate finishes async work through `Ctx::later`, completed by a timer.
+struct Flusher {
+    log: Log,
+}
+
+impl GenServer for Flusher {
+    type Args = Log;
+    type Call = ();
+    type Reply = ();
+    type Cast = ();
+    type Info = ();
+    type Continue = ();
+    fn init(log: Log, ctx: &mut Ctx<Self>) -> Init<Self> {
+        // A continuation from before the exit: dropped, and does not hold it.
+        let early =
+            ctx.later(|me: &mut Flusher, _, ()| me.log.borrow_mut().push("early ran".into()));
+        ctx.lp()
+            .timer(Duration::from_millis(40), move |lp| early.complete(lp, ()));
+        Init::ok(Flusher { log })
+    }
+    fn handle_call(&mut self, _: (), _: From<()>, _: &mut Ctx<Self>) -> Reply<Self> {
+        Reply::now(())
+    }
+    fn terminate(&mut self, _: &ExitReason, ctx: &mut Ctx<Self>) {
+        let done = ctx
+            .later(|me: &mut Flusher, _, n: u32| me.log.borrow_mut().push(format!("flushed {n}")));
+        ctx.lp()
+            .timer(Duration::from_millis(10), move |lp| done.complete(lp, 7));
+    }
+}
+
+backend_tests! {
+    // An exit waits for terminate's `later` work, not for continuations made before it.
+    fn exit_waits_for_terminate_later_work(backend) {
+        let mut lp = new_loop(backend);
+        let log = Log::default();
+        let f = gen_server::start::<Flusher>(&mut lp, log.clone(), StartOptions::default()).unwrap();
+        let watch = Log::default();
+        gen_server::start::<Watcher>(&mut lp, (watch.clone(), vec![f.pid()]), StartOptions::default()).unwrap();
+        gen_server::stop(&mut lp, f, ExitReason::Shutdown);
+        assert!(!is_alive(&mut lp, f.pid()), "refuses messages while it flushes");
+        run_until(&mut lp, |_| !watch.borrow().is_empty());
+        assert_eq!(*log.borrow(), ["flushed 7"], "flushed before the exit was final");
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["flushed 7"], "the pre-exit continuation never ran");
+    }
+}
