@@ -61,8 +61,10 @@ impl<T: 'static> Completer<T> {
 pub struct Later<S: GenServer, T> {
     pid: Pid,
     epoch: u32,
-    then: Option<Box<dyn FnOnce(&mut S, &mut Ctx<S>, T)>>,
+    then: Option<LaterFn<S, T>>,
 }
+
+type LaterFn<S, T> = Box<dyn FnOnce(&mut S, &mut Ctx<S>, T)>;
 
 impl<S: GenServer, T: 'static> Later<S, T> {
     /// Runs the continuation inside the process with `value`. Dropped if the
