@@ -96,7 +96,11 @@ pub(crate) fn unlink_all(
     unlink_next(lp, paths, on_done);
 }
 
-fn unlink_next(lp: &mut Loop, mut rev_paths: Vec<PathBuf>, on_done: impl FnOnce(&mut Loop) + 'static) {
+fn unlink_next(
+    lp: &mut Loop,
+    mut rev_paths: Vec<PathBuf>,
+    on_done: impl FnOnce(&mut Loop) + 'static,
+) {
     let Some(path) = rev_paths.pop() else {
         on_done(lp);
         return;
@@ -112,7 +116,11 @@ fn unlink_next(lp: &mut Loop, mut rev_paths: Vec<PathBuf>, on_done: impl FnOnce(
 
 /// Closes `fds` one after another through the loop, last first, then calls
 /// `on_done`.
-pub(crate) fn close_all(lp: &mut Loop, mut fds: Vec<OwnedFd>, on_done: impl FnOnce(&mut Loop) + 'static) {
+pub(crate) fn close_all(
+    lp: &mut Loop,
+    mut fds: Vec<OwnedFd>,
+    on_done: impl FnOnce(&mut Loop) + 'static,
+) {
     let Some(fd) = fds.pop() else {
         on_done(lp);
         return;

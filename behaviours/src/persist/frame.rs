@@ -157,7 +157,10 @@ mod tests {
     fn length_above_limit_is_bad_not_incomplete() {
         let mut buf = Vec::new();
         encode(1, &[9u8; 100], &mut buf);
-        assert_eq!(decode_at(&buf, 0, 99), Decoded::Bad("length above record_bytes_max"));
+        assert_eq!(
+            decode_at(&buf, 0, 99),
+            Decoded::Bad("length above record_bytes_max")
+        );
     }
 
     #[test]

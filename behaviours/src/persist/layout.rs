@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_sort_numerically() {
         assert_eq!(parse_segment_name(&segment_file_name(1)), Some(1));
-        assert_eq!(parse_segment_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert!(segment_file_name(9) < segment_file_name(10));
         assert_eq!(parse_segment_name("wal-12.log"), None);
         assert_eq!(parse_segment_name("wal-0000000000000000001x.log"), None);

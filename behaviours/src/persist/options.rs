@@ -102,7 +102,10 @@ impl Options {
     pub fn validate(&self) -> io::Result<()> {
         let record_frame_bytes = self.record_bytes_max.saturating_add(RECORD_HEADER_BYTES);
         let checks: [(bool, &str); 7] = [
-            (self.record_bytes_max > 0, "record_bytes_max must be positive"),
+            (
+                self.record_bytes_max > 0,
+                "record_bytes_max must be positive",
+            ),
             (
                 self.record_bytes_max <= u32::MAX as usize,
                 "record_bytes_max must fit the u32 length field",
@@ -119,7 +122,10 @@ impl Options {
                 self.batch_bytes_max as u64 <= self.segment_bytes_max,
                 "segment_bytes_max must be at least batch_bytes_max",
             ),
-            (self.batch_entries_max > 0, "batch_entries_max must be positive"),
+            (
+                self.batch_entries_max > 0,
+                "batch_entries_max must be positive",
+            ),
             (
                 !matches!(self.durability, Durability::Interval(d) if d.is_zero()),
                 "Durability::Interval needs a nonzero interval",

@@ -239,7 +239,8 @@ impl Recovery {
         let covered = (0..count.saturating_sub(1))
             .take_while(|&i| self.segments[i + 1].first_seq - 1 <= snapshot_seq)
             .count();
-        self.unlink.extend(self.segments.drain(..covered).map(|s| s.path));
+        self.unlink
+            .extend(self.segments.drain(..covered).map(|s| s.path));
         self.read_next_segment(lp)
     }
 
@@ -248,23 +249,39 @@ impl Recovery {
             return self.finish(lp);
         };
         let is_last = self.next_segment + 1 == self.segments.len();
-        let flags = if is_last { libc::O_RDWR } else { libc::O_RDONLY };
+        let flags = if is_last {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
         lp.open(file.path.clone(), flags, 0, move |lp, res| {
             let fd = match res {
                 Ok(fd) => adopt(fd),
                 Err(e) => return self.fail(lp, io_error(&file.path, e)),
             };
-            read_to_end(lp, fd.as_raw_fd(), SEGMENT_READ_BYTES_MAX, move |lp, res| match res {
-                Err(e) => {
-                    close_all(lp, vec![fd], |_| {});
-                    self.fail(lp, io_error(&file.path, e))
-                }
-                Ok(bytes) => self.scan_segment(lp, file, fd, bytes, is_last),
-            });
+            read_to_end(
+                lp,
+                fd.as_raw_fd(),
+                SEGMENT_READ_BYTES_MAX,
+                move |lp, res| match res {
+                    Err(e) => {
+                        close_all(lp, vec![fd], |_| {});
+                        self.fail(lp, io_error(&file.path, e))
+                    }
+                    Ok(bytes) => self.scan_segment(lp, file, fd, bytes, is_last),
+                },
+            );
         });
     }
 
-    fn scan_segment(mut self, lp: &mut Loop, file: SegmentFile, fd: OwnedFd, bytes: Vec<u8>, is_last: bool) {
+    fn scan_segment(
+        mut self,
+        lp: &mut Loop,
+        file: SegmentFile,
+        fd: OwnedFd,
+        bytes: Vec<u8>,
+        is_last: bool,
+    ) {
         let scan = scan_records(&bytes, &file, is_last, &self.options, &mut self.recovered);
         let end = match scan {
             Err(error) => {
@@ -399,11 +416,18 @@ fn scan_records(
     };
     let floor = recovered.snapshot_seq + 1;
     if file.first_seq > recovered.next_seq {
-        let reason = format!("log gap: expected seq {} next, segment starts at {}", recovered.next_seq, file.first_seq);
+        let reason = format!(
+            "log gap: expected seq {} next, segment starts at {}",
+            recovered.next_seq, file.first_seq
+        );
         return Err(corrupt(0, reason));
     }
     if file.first_seq < recovered.next_seq && recovered.next_seq > floor {
-        let reason = format!("segment starting at seq {} overlaps records up to {}", file.first_seq, recovered.next_seq - 1);
+        let reason = format!(
+            "segment starting at seq {} overlaps records up to {}",
+            file.first_seq,
+            recovered.next_seq - 1
+        );
         return Err(corrupt(0, reason));
     }
     let mut offset = 0;
@@ -412,7 +436,10 @@ fn scan_records(
         let reason = match decode_at(bytes, offset, options.record_bytes_max) {
             Decoded::Record { seq, payload, next } => {
                 if seq != last_seq + 1 {
-                    return Err(corrupt(offset, format!("seq {seq} where {} was expected", last_seq + 1)));
+                    return Err(corrupt(
+                        offset,
+                        format!("seq {seq} where {} was expected", last_seq + 1),
+                    ));
                 }
                 if seq == recovered.next_seq {
                     recovered.entries.push((seq, payload.to_vec()));
@@ -427,15 +454,30 @@ fn scan_records(
         };
         let clean = bytes[offset..].iter().all(|&b| b == 0);
         if clean {
-            return Ok(SegmentEnd { valid_bytes: offset, last_seq, torn: false });
+            return Ok(SegmentEnd {
+                valid_bytes: offset,
+                last_seq,
+                torn: false,
+            });
         }
         if !is_last {
-            return Err(corrupt(offset, format!("{reason} in a segment that is not the last")));
+            return Err(corrupt(
+                offset,
+                format!("{reason} in a segment that is not the last"),
+            ));
         }
-        if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, options.record_bytes_max) {
-            return Err(corrupt(offset, format!("{reason}, followed by a valid record (seq {seq} at offset {at})")));
+        if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, options.record_bytes_max)
+        {
+            return Err(corrupt(
+                offset,
+                format!("{reason}, followed by a valid record (seq {seq} at offset {at})"),
+            ));
         }
-        return Ok(SegmentEnd { valid_bytes: offset, last_seq, torn: true });
+        return Ok(SegmentEnd {
+            valid_bytes: offset,
+            last_seq,
+            torn: true,
+        });
     }
 }
 
@@ -452,17 +494,32 @@ mod tests {
         buf
     }
 
-    fn scan(bytes: &[u8], first_seq: u64, is_last: bool, recovered: &mut Recovered) -> Result<SegmentEnd, OpenError> {
-        let file = SegmentFile { first_seq, path: PathBuf::from("seg") };
+    fn scan(
+        bytes: &[u8],
+        first_seq: u64,
+        is_last: bool,
+        recovered: &mut Recovered,
+    ) -> Result<SegmentEnd, OpenError> {
+        let file = SegmentFile {
+            first_seq,
+            path: PathBuf::from("seg"),
+        };
         scan_records(bytes, &file, is_last, &Options::default(), recovered)
     }
 
     #[test]
     fn records_covered_by_the_snapshot_are_skipped() {
-        let mut recovered = Recovered { snapshot_seq: 3, next_seq: 4, ..Recovered::default() };
+        let mut recovered = Recovered {
+            snapshot_seq: 3,
+            next_seq: 4,
+            ..Recovered::default()
+        };
         let end = scan(&log(1..=5), 1, true, &mut recovered).unwrap();
         assert_eq!(end.last_seq, 5);
-        assert_eq!(recovered.entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            recovered.entries.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         assert_eq!(recovered.next_seq, 6);
     }
 
@@ -480,7 +537,14 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 100]);
         let mut recovered = Recovered::default();
         let end = scan(&bytes, 1, false, &mut recovered).unwrap();
-        assert_eq!(end, SegmentEnd { valid_bytes: valid, last_seq: 2, torn: false });
+        assert_eq!(
+            end,
+            SegmentEnd {
+                valid_bytes: valid,
+                last_seq: 2,
+                torn: false
+            }
+        );
     }
 
     #[test]
@@ -488,6 +552,9 @@ mod tests {
         let mut bytes = log(1..=2);
         bytes.truncate(bytes.len() - 1);
         let error = scan(&bytes, 1, false, &mut Recovered::default()).unwrap_err();
-        assert!(matches!(error, OpenError::Corrupt { offset, .. } if offset > 0), "{error}");
+        assert!(
+            matches!(error, OpenError::Corrupt { offset, .. } if offset > 0),
+            "{error}"
+        );
     }
 }

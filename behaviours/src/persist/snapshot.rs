@@ -100,7 +100,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(u64, &[u8]), &'static str> {
         return Err("length field does not match the file size");
     }
     let stored = u32::from_le_bytes(bytes[CRC_AT..SEQ_AT].try_into().expect("4 bytes"));
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[SEQ_AT..SNAPSHOT_HEADER_BYTES]), &bytes[SNAPSHOT_HEADER_BYTES..]);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&bytes[SEQ_AT..SNAPSHOT_HEADER_BYTES]),
+        &bytes[SNAPSHOT_HEADER_BYTES..],
+    );
     if crc != stored {
         return Err("checksum mismatch");
     }
@@ -149,23 +152,34 @@ struct Job {
 }
 
 impl Job {
-    fn write_temp(self, lp: &mut Loop, fd: std::os::fd::OwnedFd, state: Vec<u8>, covering_seq: u64) {
+    fn write_temp(
+        self,
+        lp: &mut Loop,
+        fd: std::os::fd::OwnedFd,
+        state: Vec<u8>,
+        covering_seq: u64,
+    ) {
         let header = encode_header(&state, covering_seq);
         let total = header.len() + state.len();
         let raw = fd.as_raw_fd();
-        lp.write_vectored_at(raw, vec![header, state], 0, move |lp, res, bufs| match res {
-            Err(e) => (self.on_done)(lp, Err(in_file(&self.temp, "write", e))),
-            Ok(n) if n == total => self.sync_temp(lp, fd),
-            Ok(n) => {
-                // A short write: finish the rest as one plain buffer.
-                let mut rest = bufs.concat();
-                rest.drain(..n);
-                write_all_at(lp, raw, rest, n as u64, move |lp, res, _| match res {
-                    Err(e) => (self.on_done)(lp, Err(in_file(&self.temp, "write", e))),
-                    Ok(()) => self.sync_temp(lp, fd),
-                });
-            }
-        });
+        lp.write_vectored_at(
+            raw,
+            vec![header, state],
+            0,
+            move |lp, res, bufs| match res {
+                Err(e) => (self.on_done)(lp, Err(in_file(&self.temp, "write", e))),
+                Ok(n) if n == total => self.sync_temp(lp, fd),
+                Ok(n) => {
+                    // A short write: finish the rest as one plain buffer.
+                    let mut rest = bufs.concat();
+                    rest.drain(..n);
+                    write_all_at(lp, raw, rest, n as u64, move |lp, res, _| match res {
+                        Err(e) => (self.on_done)(lp, Err(in_file(&self.temp, "write", e))),
+                        Ok(()) => self.sync_temp(lp, fd),
+                    });
+                }
+            },
+        );
     }
 
     fn sync_temp(self, lp: &mut Loop, fd: std::os::fd::OwnedFd) {
@@ -218,6 +232,9 @@ mod tests {
             bad[at] ^= 0x01;
             assert!(decode(&bad).is_err(), "flip at {at} accepted");
         }
-        assert_eq!(decode(&file[..file.len() - 1]), Err("length field does not match the file size"));
+        assert_eq!(
+            decode(&file[..file.len() - 1]),
+            Err("length field does not match the file size")
+        );
     }
 }

@@ -44,7 +44,10 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn dir_fd(&self) -> RawFd {
-        self.dir_fd.as_ref().expect("directory fd is open until close").as_raw_fd()
+        self.dir_fd
+            .as_ref()
+            .expect("directory fd is open until close")
+            .as_raw_fd()
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -256,7 +259,10 @@ impl Store {
         }
         let max = core.options.snapshot_bytes_max as usize;
         if state.len().saturating_add(SNAPSHOT_HEADER_BYTES) > max {
-            return Err(StoreError::TooLarge { bytes: state.len(), max });
+            return Err(StoreError::TooLarge {
+                bytes: state.len(),
+                max,
+            });
         }
         core.snapshot_busy = true;
         let (dir, dir_fd) = (core.dir.clone(), core.dir_fd());
@@ -309,6 +315,18 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> PathBuf {
         self.core.borrow().dir.clone()
+    }
+
+    /// Entries appended and not yet handed to a write (the next batch).
+    pub fn queued_entries(&self) -> usize {
+        self.core.borrow().wal.queued_entries()
+    }
+
+    /// Entries in the batch being written and synced, waiting for their
+    /// callbacks ([`Durability::Always`]; `Interval` acknowledges them as the
+    /// write is queued).
+    pub fn in_flight_entries(&self) -> usize {
+        self.core.borrow().wal.in_flight_entries()
     }
 
     /// True once nothing is queued, in flight or waiting for a sync.
@@ -416,7 +434,9 @@ pub fn open_blocking(
 ) -> Result<(Store, Recovered), OpenError> {
     let out = Rc::new(RefCell::new(None));
     let slot = out.clone();
-    Store::open(lp, dir, options, move |_, res| *slot.borrow_mut() = Some(res));
+    Store::open(lp, dir, options, move |_, res| {
+        *slot.borrow_mut() = Some(res)
+    });
     while out.borrow().is_none() {
         lp.run_once().map_err(|source| OpenError::Io {
             path: dir.to_path_buf(),

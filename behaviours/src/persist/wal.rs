@@ -182,6 +182,14 @@ impl Wal {
         Ok(())
     }
 
+    pub(crate) fn queued_entries(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn in_flight_entries(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// True while nothing is queued, in flight, or unsynced.
     pub(crate) fn is_idle(&self) -> bool {
         self.phase == Phase::Idle && self.queue.is_empty() && !self.unsynced
@@ -220,7 +228,10 @@ impl Wal {
             count += 1;
             bytes = waiter.end;
         }
-        assert!(count > 0, "one record always fits a batch (validated options)");
+        assert!(
+            count > 0,
+            "one record always fits a batch (validated options)"
+        );
         (count, bytes)
     }
 
@@ -306,11 +317,24 @@ pub(crate) fn drive(lp: &mut Loop, rc: &Shared) {
 
 /// Writes the next batch; returns the waiters to acknowledge right away
 /// (`Interval`: acknowledged once the write is queued).
-fn start_write(lp: &mut Loop, rc: &Shared, core: &mut Core, count: usize, bytes: usize) -> Vec<Waiter> {
+fn start_write(
+    lp: &mut Loop,
+    rc: &Shared,
+    core: &mut Core,
+    count: usize,
+    bytes: usize,
+) -> Vec<Waiter> {
     let wal = &mut core.wal;
     let buf = wal.take_batch(count, bytes);
-    let last_seq = wal.in_flight.last().map(|w| w.seq).expect("batch is not empty");
-    let segment = wal.segment.as_mut().expect("a segment is open before a write");
+    let last_seq = wal
+        .in_flight
+        .last()
+        .map(|w| w.seq)
+        .expect("batch is not empty");
+    let segment = wal
+        .segment
+        .as_mut()
+        .expect("a segment is open before a write");
     if segment.len_bytes == 0 {
         wal.roll_requested = false;
     }
@@ -343,7 +367,10 @@ fn on_written(
         return fail(lp, rc, error, "write");
     }
     let wal = &mut core.wal;
-    let segment = wal.segment.as_mut().expect("segment stays open during a write");
+    let segment = wal
+        .segment
+        .as_mut()
+        .expect("segment stays open during a write");
     segment.len_bytes += bytes as u64;
     segment.last_seq = last_seq;
     let fd = segment.fd.as_raw_fd();
@@ -366,7 +393,9 @@ fn on_written(
         Durability::Always | Durability::Never => {
             core.wal.phase = Phase::Syncing;
             let rc = rc.clone();
-            lp.fdatasync(fd, move |lp, res| on_synced(lp, &rc, res.map_err(Into::into)));
+            lp.fdatasync(fd, move |lp, res| {
+                on_synced(lp, &rc, res.map_err(Into::into))
+            });
         }
     }
 }
@@ -381,10 +410,17 @@ fn on_sync_timer(lp: &mut Loop, rc: &Shared) {
 
 fn start_sync(lp: &mut Loop, rc: &Shared, core: &mut Core) {
     let wal = &mut core.wal;
-    let fd = wal.segment.as_ref().expect("unsynced data has a segment").fd.as_raw_fd();
+    let fd = wal
+        .segment
+        .as_ref()
+        .expect("unsynced data has a segment")
+        .fd
+        .as_raw_fd();
     wal.phase = Phase::Syncing;
     let rc = rc.clone();
-    lp.fdatasync(fd, move |lp, res| on_synced(lp, &rc, res.map_err(Into::into)));
+    lp.fdatasync(fd, move |lp, res| {
+        on_synced(lp, &rc, res.map_err(Into::into))
+    });
 }
 
 fn on_synced(lp: &mut Loop, rc: &Shared, res: io::Result<()>) {
