@@ -400,6 +400,14 @@ struct SegmentEnd {
     torn: bool,
 }
 
+fn corrupt(file: &SegmentFile, offset: usize, reason: String) -> OpenError {
+    OpenError::Corrupt {
+        file: file.path.clone(),
+        offset: offset as u64,
+        reason,
+    }
+}
+
 /// Checks and collects one segment's records into `recovered` (those after
 /// the snapshot), advancing `recovered.next_seq`.
 fn scan_records(
@@ -409,18 +417,13 @@ fn scan_records(
     options: &Options,
     recovered: &mut Recovered,
 ) -> Result<SegmentEnd, OpenError> {
-    let corrupt = |offset: usize, reason: String| OpenError::Corrupt {
-        file: file.path.clone(),
-        offset: offset as u64,
-        reason,
-    };
     let floor = recovered.snapshot_seq + 1;
     if file.first_seq > recovered.next_seq {
         let reason = format!(
             "log gap: expected seq {} next, segment starts at {}",
             recovered.next_seq, file.first_seq
         );
-        return Err(corrupt(0, reason));
+        return Err(corrupt(file, 0, reason));
     }
     if file.first_seq < recovered.next_seq && recovered.next_seq > floor {
         let reason = format!(
@@ -428,7 +431,7 @@ fn scan_records(
             file.first_seq,
             recovered.next_seq - 1
         );
-        return Err(corrupt(0, reason));
+        return Err(corrupt(file, 0, reason));
     }
     let mut offset = 0;
     let mut last_seq = file.first_seq - 1;
@@ -436,10 +439,8 @@ fn scan_records(
         let reason = match decode_at(bytes, offset, options.record_bytes_max) {
             Decoded::Record { seq, payload, next } => {
                 if seq != last_seq + 1 {
-                    return Err(corrupt(
-                        offset,
-                        format!("seq {seq} where {} was expected", last_seq + 1),
-                    ));
+                    let reason = format!("seq {seq} where {} was expected", last_seq + 1);
+                    return Err(corrupt(file, offset, reason));
                 }
                 if seq == recovered.next_seq {
                     recovered.entries.push((seq, payload.to_vec()));
@@ -452,33 +453,39 @@ fn scan_records(
             Decoded::Incomplete => "incomplete record",
             Decoded::Bad(reason) => reason,
         };
-        let clean = bytes[offset..].iter().all(|&b| b == 0);
-        if clean {
-            return Ok(SegmentEnd {
-                valid_bytes: offset,
-                last_seq,
-                torn: false,
-            });
-        }
-        if !is_last {
-            return Err(corrupt(
-                offset,
-                format!("{reason} in a segment that is not the last"),
-            ));
-        }
-        if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, options.record_bytes_max)
-        {
-            return Err(corrupt(
-                offset,
-                format!("{reason}, followed by a valid record (seq {seq} at offset {at})"),
-            ));
-        }
-        return Ok(SegmentEnd {
-            valid_bytes: offset,
-            last_seq,
-            torn: true,
-        });
+        return end_at_bad_record(bytes, file, is_last, options, offset, last_seq, reason);
     }
+}
+
+/// Decides what the bytes from the first bad record at `offset` on are: a
+/// clean end (zeros), a torn tail, or corruption.
+fn end_at_bad_record(
+    bytes: &[u8],
+    file: &SegmentFile,
+    is_last: bool,
+    options: &Options,
+    offset: usize,
+    last_seq: u64,
+    reason: &str,
+) -> Result<SegmentEnd, OpenError> {
+    let end = |torn: bool| SegmentEnd {
+        valid_bytes: offset,
+        last_seq,
+        torn,
+    };
+    if bytes[offset..].iter().all(|&b| b == 0) {
+        return Ok(end(false));
+    }
+    if !is_last {
+        let reason = format!("{reason} in a segment that is not the last");
+        return Err(corrupt(file, offset, reason));
+    }
+    let max = options.record_bytes_max;
+    if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, max) {
+        let reason = format!("{reason}, followed by a valid record (seq {seq} at offset {at})");
+        return Err(corrupt(file, offset, reason));
+    }
+    Ok(end(true))
 }
 
 #[cfg(test)]

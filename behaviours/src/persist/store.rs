@@ -224,6 +224,27 @@ impl Store {
     /// the log segments it covers. `on_done` runs once the snapshot is
     /// durable and the covered segments are unlinked. On `Err` nothing
     /// started and `on_done` is dropped uncalled.
+    ///
+    /// ```
+    /// use ringvisor_behaviours::persist::{Options, Store};
+    /// use ringvisor_runtime::Loop;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut lp = Loop::new().unwrap();
+    /// Store::open(&mut lp, dir.path(), Options::default(), |lp, res| {
+    ///     let (store, _) = res.unwrap();
+    ///     let seq = store.append(lp, b"+1", |_, r| { r.unwrap(); }).unwrap();
+    ///     // The state after entry `seq` is "1"; entries after it replay on top.
+    ///     store.snapshot(lp, b"1".to_vec(), seq, |_, r| r.unwrap()).unwrap();
+    /// });
+    /// lp.run().unwrap();
+    /// let mut lp = Loop::new().unwrap();
+    /// Store::open(&mut lp, dir.path(), Options::default(), |_, res| {
+    ///     let (_, recovered) = res.unwrap();
+    ///     assert_eq!(recovered.snapshot.as_deref(), Some(&b"1"[..]));
+    ///     assert!(recovered.entries.is_empty());
+    /// });
+    /// lp.run().unwrap();
+    /// ```
     pub fn snapshot(
         &self,
         lp: &mut Loop,
