@@ -1,0 +1,646 @@
+//! `gen_server`: a process with typed calls, casts and infos, run as plain
+//! sequential callbacks on the loop.
+//!
+//! ```
+//! use ringvisor_behaviours::gen_server::{self, Ctx, GenServer, Init, Reply, StartOptions};
+//! use ringvisor_behaviours::From;
+//! use ringvisor_runtime::Loop;
+//! use std::time::Duration;
+//!
+//! struct Counter(u64);
+//!
+//! impl GenServer for Counter {
+//!     type Args = u64;
+//!     type Call = ();
+//!     type Reply = u64;
+//!     type Cast = u64;
+//!     type Info = ();
+//!     type Continue = ();
+//!     fn init(start: u64, _ctx: &mut Ctx<Self>) -> Init<Self> {
+//!         Init::ok(Counter(start))
+//!     }
+//!     fn handle_call(&mut self, _: (), _from: From<u64>, _ctx: &mut Ctx<Self>) -> Reply<Self> {
+//!         Reply::now(self.0)
+//!     }
+//!     fn handle_cast(&mut self, n: u64, _ctx: &mut Ctx<Self>) -> gen_server::Next<Self> {
+//!         self.0 += n;
+//!         gen_server::Next::Wait
+//!     }
+//! }
+//!
+//! let mut lp = Loop::new().unwrap();
+//! let counter = gen_server::start::<Counter>(&mut lp, 40, StartOptions::default()).unwrap();
+//! gen_server::cast(&mut lp, counter, 2).unwrap();
+//! gen_server::call(&mut lp, counter, (), Duration::from_secs(1), |lp, reply| {
+//!     assert_eq!(reply, Ok(42));
+//!     lp.stop();
+//! });
+//! lp.run().unwrap();
+//! ```
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use ringvisor_runtime::{Loop, TimerId};
+
+pub use crate::call::{reply, CallError, From, INFINITY};
+pub use crate::ctx::{Completer, Ctx};
+use crate::pid::{ExitReason, MonitorRef, Pid};
+use crate::process::{self, Pending, Process, Ran, SendError, SysMsg, MAILBOX_CAPACITY_DEFAULT};
+
+/// A behaviour whose state is `Self`. Every callback runs on the loop thread,
+/// one at a time, under `catch_unwind`: a panic ends the process with
+/// [`ExitReason::Panic`] and `terminate` runs.
+pub trait GenServer: Sized + 'static {
+    /// What `init` starts from.
+    type Args: 'static;
+    /// Requests that expect a reply.
+    type Call: 'static;
+    /// Replies to calls.
+    type Reply: 'static;
+    /// Requests without a reply.
+    type Cast: 'static;
+    /// Plain messages (including timer events from `send_after`).
+    type Info: 'static;
+    /// Work `handle_continue` does before any further message.
+    type Continue: 'static;
+
+    /// Builds the state. `Init::Stop` makes the start fail with that reason;
+    /// `Init::Ignore` starts no process.
+    fn init(args: Self::Args, ctx: &mut Ctx<Self>) -> Init<Self>;
+
+    /// Handles a call; reply now, later (keep `from` and call `ctx.reply`), or stop.
+    fn handle_call(
+        &mut self,
+        request: Self::Call,
+        from: From<Self::Reply>,
+        ctx: &mut Ctx<Self>,
+    ) -> Reply<Self>;
+
+    /// Handles a cast.
+    fn handle_cast(&mut self, _message: Self::Cast, _ctx: &mut Ctx<Self>) -> Next<Self> {
+        Next::Wait
+    }
+
+    /// Handles an info: a plain message, the idle timeout, a monitor's `Down`,
+    /// or a child's `Exit`.
+    fn handle_info(&mut self, _info: Info<Self::Info>, _ctx: &mut Ctx<Self>) -> Next<Self> {
+        Next::Wait
+    }
+
+    /// Runs right after the callback that asked for it, before any message.
+    fn handle_continue(&mut self, _work: Self::Continue, _ctx: &mut Ctx<Self>) -> Next<Self> {
+        Next::Wait
+    }
+
+    /// Runs when the process stops (by request, after a panic, or a
+    /// supervisor's `Timeout` shutdown), never on `BrutalKill`. Async work it
+    /// starts through `ctx.io` may finish (up to the shutdown timeout) before
+    /// the process is gone.
+    fn terminate(&mut self, _reason: &ExitReason, _ctx: &mut Ctx<Self>) {}
+}
+
+/// What `init` decided.
+pub enum Init<S: GenServer> {
+    /// Started with this state; then `Next` (a timeout or a continue).
+    Ok(S, Next<S>),
+    /// Do not start; the start fails with this reason.
+    Stop(ExitReason),
+    /// Do not start, and that is fine (a supervisor keeps the spec).
+    Ignore,
+}
+
+impl<S: GenServer> Init<S> {
+    /// Started, waiting for messages.
+    pub fn ok(state: S) -> Init<S> {
+        Init::Ok(state, Next::Wait)
+    }
+}
+
+/// What a callback wants next.
+pub enum Next<S: GenServer> {
+    /// Wait for the next message.
+    Wait,
+    /// Wait, but deliver [`Info::Timeout`] if nothing arrives within this time.
+    Timeout(Duration),
+    /// Run `handle_continue` with this before any other message.
+    Continue(S::Continue),
+    /// Stop with this reason.
+    Stop(ExitReason),
+}
+
+/// What `handle_call` decided.
+pub enum Reply<S: GenServer> {
+    /// Reply now, then `Next`.
+    Now(S::Reply, Next<S>),
+    /// Reply later through the kept `From` token, then `Next`.
+    Later(Next<S>),
+    /// Stop, replying first if a reply is given.
+    Stop(ExitReason, Option<S::Reply>),
+}
+
+impl<S: GenServer> Reply<S> {
+    /// Reply now and wait for the next message.
+    pub fn now(reply: S::Reply) -> Reply<S> {
+        Reply::Now(reply, Next::Wait)
+    }
+
+    /// Keep the `From` and reply later.
+    pub fn later() -> Reply<S> {
+        Reply::Later(Next::Wait)
+    }
+}
+
+/// A non-call message as `handle_info` sees it.
+#[derive(Debug)]
+pub enum Info<I> {
+    /// A message sent with [`send_info`] or a timer from `send_after`.
+    Msg(I),
+    /// No message arrived within the time a callback asked for.
+    Timeout,
+    /// A monitored process exited.
+    Down {
+        /// The process that exited.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+        /// The monitor that fired.
+        monitor: MonitorRef,
+    },
+    /// A process this one started exited.
+    Exit {
+        /// The child.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+/// A typed reference to a running gen_server.
+pub struct ServerRef<S> {
+    pid: Pid,
+    _server: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for ServerRef<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for ServerRef<S> {}
+
+impl<S> PartialEq for ServerRef<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pid == other.pid
+    }
+}
+
+impl<S> std::fmt::Debug for ServerRef<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerRef({})", self.pid)
+    }
+}
+
+impl<S> ServerRef<S> {
+    /// The server's process id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// A typed reference from a Pid; messages fail with `NoProc` if `pid`
+    /// is not a server of type `S`.
+    pub fn from_pid(pid: Pid) -> ServerRef<S> {
+        ServerRef {
+            pid,
+            _server: PhantomData,
+        }
+    }
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Register the process under this name.
+    pub name: Option<String>,
+    /// Mailbox capacity (default [`MAILBOX_CAPACITY_DEFAULT`]).
+    pub mailbox_capacity: usize,
+    /// The process told (with `Info::Exit`) when this one exits.
+    pub parent: Option<Pid>,
+}
+
+impl Default for StartOptions {
+    fn default() -> StartOptions {
+        StartOptions {
+            name: None,
+            mailbox_capacity: MAILBOX_CAPACITY_DEFAULT,
+            parent: None,
+        }
+    }
+}
+
+impl StartOptions {
+    /// Options with a registered name.
+    pub fn named(name: impl Into<String>) -> StartOptions {
+        StartOptions {
+            name: Some(name.into()),
+            ..StartOptions::default()
+        }
+    }
+}
+
+/// Why a server did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// `init` returned `Ignore`.
+    Ignored,
+    /// `init` stopped (or panicked) with this reason.
+    Stopped(ExitReason),
+    /// The name is registered to another process.
+    NameTaken(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Ignored => f.write_str("ignored"),
+            StartError::Stopped(reason) => write!(f, "init stopped: {reason}"),
+            StartError::NameTaken(name) => write!(f, "name {name:?} already registered"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+type RunFn<S> = Box<dyn FnOnce(&mut S, &mut Ctx<S>)>;
+
+pub(crate) enum Msg<S: GenServer> {
+    Call(S::Call, From<S::Reply>),
+    Cast(S::Cast),
+    Info(S::Info),
+    IdleTimeout(u64),
+    Sys(SysMsg),
+    Run(RunFn<S>),
+}
+
+impl<S: GenServer> Msg<S> {
+    fn is_user(&self) -> bool {
+        matches!(self, Msg::Call(..) | Msg::Cast(_) | Msg::Info(_))
+    }
+}
+
+struct ServerProc<S: GenServer> {
+    state: S,
+    mailbox: VecDeque<Msg<S>>,
+    pending_continue: Option<S::Continue>,
+    idle_timer: Option<TimerId>,
+    idle_seq: u64,
+    terminated: bool,
+}
+
+/// Starts a server: runs `init` now, on this thread.
+pub fn start<S: GenServer>(
+    lp: &mut Loop,
+    args: S::Args,
+    options: StartOptions,
+) -> Result<ServerRef<S>, StartError> {
+    let pid = process::reserve(lp, options.parent, options.mailbox_capacity);
+    if let Some(name) = &options.name {
+        if !process::register(lp, pid, name) {
+            process::unreserve(lp, pid);
+            return Err(StartError::NameTaken(name.clone()));
+        }
+    }
+    let mut ctx = Ctx::new(lp, pid);
+    let init = catch_unwind(AssertUnwindSafe(|| S::init(args, &mut ctx)));
+    let requested_stop = ctx.take_stop();
+    let (state, next) = match (init, requested_stop) {
+        (Ok(Init::Ok(_, _)), Some(reason)) | (Ok(Init::Stop(reason)), _) => {
+            return Err(abandon::<S>(lp, pid, StartError::Stopped(reason)));
+        }
+        (Ok(Init::Ignore), _) => return Err(abandon::<S>(lp, pid, StartError::Ignored)),
+        (Err(panic), _) => {
+            let reason = ExitReason::from_panic(panic);
+            return Err(abandon::<S>(lp, pid, StartError::Stopped(reason)));
+        }
+        (Ok(Init::Ok(state, next)), None) => (state, next),
+    };
+    let mut proc = ServerProc {
+        state,
+        mailbox: VecDeque::new(),
+        pending_continue: None,
+        idle_timer: None,
+        idle_seq: 0,
+        terminated: false,
+    };
+    let stop = proc.apply(lp, pid, next);
+    process::install(lp, pid, Box::new(proc));
+    if let Some(reason) = stop {
+        process::stop(
+            lp,
+            pid,
+            reason,
+            process::Kill::Terminate(process::TERMINATE_GRACE_DEFAULT),
+        );
+    }
+    Ok(ServerRef::from_pid(pid))
+}
+
+/// Releases a process whose init did not succeed.
+fn abandon<S: GenServer>(lp: &mut Loop, pid: Pid, error: StartError) -> StartError {
+    let reason = match &error {
+        StartError::Stopped(reason) => reason.clone(),
+        _ => ExitReason::Normal,
+    };
+    process::abandon(lp, pid, &reason, fail_pending::<S>);
+    error
+}
+
+fn fail_pending<S: GenServer>(lp: &mut Loop, pending: Pending, reason: &ExitReason) {
+    if let Pending::User(boxed) = pending {
+        if let Ok(msg) = boxed.downcast::<Msg<S>>() {
+            if let Msg::Call(_, from) = *msg {
+                crate::call::fail(lp, from, CallError::Exit(reason.clone()));
+            }
+        }
+    }
+}
+
+fn push_msg<S: GenServer>(process: &mut dyn Process, msg: Msg<S>) {
+    match process.as_any_mut().downcast_mut::<ServerProc<S>>() {
+        Some(server) => server.mailbox.push_back(msg),
+        // A Pid of another behaviour type: the message is dropped, like a
+        // message nobody matches in Erlang; calls fail by timeout.
+        None => tracing::warn!("message to a process of another type dropped"),
+    }
+}
+
+fn send<S: GenServer>(lp: &mut Loop, pid: Pid, msg: Msg<S>) -> Result<(), SendError> {
+    let user = msg.is_user();
+    process::deliver(lp, pid, msg, user, push_msg::<S>)
+}
+
+/// Calls `server`; the reply (or `Timeout`, `NoProc`, `Overloaded`,
+/// `Exit(reason)`) goes to `continuation`, from the loop. Never blocks.
+pub fn call<S: GenServer>(
+    lp: &mut Loop,
+    server: ServerRef<S>,
+    request: S::Call,
+    timeout: Duration,
+    continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
+) {
+    // A refused send fails the call through its entry, from the loop.
+    let from = crate::call::begin::<S::Reply>(lp, server.pid, timeout, continuation);
+    let alias = crate::call::from_alias(&from);
+    if let Err(e) = send::<S>(lp, server.pid, Msg::Call(request, from)) {
+        crate::call::fail(lp, alias, e.into());
+    }
+}
+
+/// Casts to `server`: refused at once if it is gone or its mailbox is full.
+pub fn cast<S: GenServer>(
+    lp: &mut Loop,
+    server: ServerRef<S>,
+    message: S::Cast,
+) -> Result<(), SendError> {
+    send::<S>(lp, server.pid, Msg::Cast(message))
+}
+
+/// Sends a plain message, delivered to `handle_info` as [`Info::Msg`].
+pub fn send_info<S: GenServer>(
+    lp: &mut Loop,
+    server: ServerRef<S>,
+    info: S::Info,
+) -> Result<(), SendError> {
+    send::<S>(lp, server.pid, Msg::Info(info))
+}
+
+/// Runs `f` inside the server, with its state, as if it were a message
+/// (not counted against the mailbox capacity). Used for continuations.
+pub(crate) fn send_run<S: GenServer>(
+    lp: &mut Loop,
+    pid: Pid,
+    f: impl FnOnce(&mut S, &mut Ctx<S>) + 'static,
+) -> bool {
+    send(lp, pid, Msg::Run(Box::new(f))).is_ok()
+}
+
+/// Stops a server from outside: `terminate` runs with `reason`.
+pub fn stop<S: GenServer>(lp: &mut Loop, server: ServerRef<S>, reason: ExitReason) -> bool {
+    process::stop(
+        lp,
+        server.pid,
+        reason,
+        process::Kill::Terminate(process::TERMINATE_GRACE_DEFAULT),
+    )
+}
+
+fn deliver_idle_timeout<S: GenServer>(lp: &mut Loop, pid: Pid, seq: u64) {
+    let _ = send::<S>(lp, pid, Msg::IdleTimeout(seq));
+}
+
+impl<S: GenServer> ServerProc<S> {
+    /// Applies a callback's `Next`; returns a stop reason if it asked to stop.
+    fn apply(&mut self, lp: &mut Loop, pid: Pid, next: Next<S>) -> Option<ExitReason> {
+        match next {
+            Next::Wait => None,
+            Next::Timeout(after) => {
+                self.idle_seq += 1;
+                let seq = self.idle_seq;
+                self.idle_timer =
+                    Some(lp.timer(after, move |lp| deliver_idle_timeout::<S>(lp, pid, seq)));
+                None
+            }
+            Next::Continue(work) => {
+                self.pending_continue = Some(work);
+                None
+            }
+            Next::Stop(reason) => Some(reason),
+        }
+    }
+
+    fn cancel_idle(&mut self, lp: &mut Loop) {
+        if let Some(timer) = self.idle_timer.take() {
+            lp.cancel_timer(timer);
+        }
+    }
+
+    /// Runs the callback for one message (no catch_unwind here: the whole
+    /// batch runs under one, see `run_batch`).
+    fn handle(&mut self, msg: Msg<S>, ctx: &mut Ctx<S>) -> Next<S> {
+        let state = &mut self.state;
+        match msg {
+            Msg::Call(request, from) => {
+                let alias = from_clone(&from);
+                match state.handle_call(request, alias, ctx) {
+                    Reply::Now(value, next) => {
+                        crate::call::reply(ctx.lp(), from, value);
+                        next
+                    }
+                    Reply::Later(next) => next,
+                    Reply::Stop(reason, value) => {
+                        if let Some(value) = value {
+                            crate::call::reply(ctx.lp(), from, value);
+                        }
+                        Next::Stop(reason)
+                    }
+                }
+            }
+            Msg::Cast(message) => state.handle_cast(message, ctx),
+            Msg::Info(info) => state.handle_info(Info::Msg(info), ctx),
+            Msg::IdleTimeout(_) => state.handle_info(Info::Timeout, ctx),
+            Msg::Sys(SysMsg::Down {
+                pid,
+                reason,
+                monitor,
+            }) => state.handle_info(
+                Info::Down {
+                    pid,
+                    reason,
+                    monitor,
+                },
+                ctx,
+            ),
+            Msg::Sys(SysMsg::Exit { pid, reason }) => {
+                state.handle_info(Info::Exit { pid, reason }, ctx)
+            }
+            Msg::Run(f) => {
+                f(state, ctx);
+                Next::Wait
+            }
+        }
+    }
+
+    /// Handles up to `budget` messages (and continues) with one context.
+    /// Returns a stop reason if a callback asked to stop.
+    fn run_batch(
+        &mut self,
+        ctx: &mut Ctx<S>,
+        budget: usize,
+        counts: &mut (usize, usize),
+    ) -> Option<ExitReason> {
+        while counts.0 < budget {
+            let next = if let Some(work) = self.pending_continue.take() {
+                self.state.handle_continue(work, ctx)
+            } else {
+                let msg = self.mailbox.pop_front()?;
+                counts.0 += 1;
+                counts.1 += usize::from(msg.is_user());
+                if let Msg::IdleTimeout(seq) = msg {
+                    if seq != self.idle_seq || self.idle_timer.is_none() {
+                        continue; // a timeout that lost the race with a message
+                    }
+                    self.idle_timer = None;
+                } else if let Some(timer) = self.idle_timer.take() {
+                    ctx.lp().cancel_timer(timer);
+                }
+                self.handle(msg, ctx)
+            };
+            if let Some(reason) = ctx.take_stop() {
+                return Some(reason);
+            }
+            let pid = ctx.pid();
+            if let Some(reason) = self.apply(ctx.lp(), pid, next) {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    /// After terminate, only continuations of its async work run; calls
+    /// still queued fail with the exit reason.
+    fn run_terminated(&mut self, lp: &mut Loop, pid: Pid, msg: Msg<S>) {
+        match msg {
+            Msg::Run(f) => {
+                let mut ctx = Ctx::new(lp, pid);
+                let state = &mut self.state;
+                let _ = catch_unwind(AssertUnwindSafe(|| f(state, &mut ctx)));
+            }
+            Msg::Call(_, from) => {
+                crate::call::fail(lp, from, CallError::Exit(ExitReason::Shutdown))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The token handed to `handle_call` aliases the one the framework keeps for
+/// an immediate reply; whichever replies first wins, the other finds nothing.
+fn from_clone<R>(from: &From<R>) -> From<R> {
+    crate::call::from_alias(from)
+}
+
+impl<S: GenServer> Process for ServerProc<S> {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn accept(&mut self, pending: Pending) {
+        match pending {
+            Pending::User(boxed) => match boxed.downcast::<Msg<S>>() {
+                Ok(msg) => self.mailbox.push_back(*msg),
+                Err(_) => tracing::warn!("message of another type dropped"),
+            },
+            Pending::Sys(sys) => self.mailbox.push_back(Msg::Sys(sys)),
+        }
+    }
+
+    fn has_messages(&self) -> bool {
+        !self.mailbox.is_empty() || (self.pending_continue.is_some() && !self.terminated)
+    }
+
+    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran {
+        let mut counts = (0, 0);
+        if self.terminated {
+            while counts.0 < budget {
+                let Some(msg) = self.mailbox.pop_front() else {
+                    break;
+                };
+                counts.0 += 1;
+                counts.1 += usize::from(msg.is_user());
+                self.run_terminated(lp, pid, msg);
+            }
+            return Ran {
+                handled: counts.0,
+                user_handled: counts.1,
+                exit: None,
+            };
+        }
+        // One catch_unwind for the batch: a panic ends the process at the
+        // message that panicked; nothing after it runs.
+        let mut ctx = Ctx::new(lp, pid);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.run_batch(&mut ctx, budget, &mut counts)
+        }));
+        let exit = match result {
+            Ok(exit) => exit,
+            Err(panic) => Some(ExitReason::from_panic(panic)),
+        };
+        Ran {
+            handled: counts.0,
+            user_handled: counts.1,
+            exit,
+        }
+    }
+
+    fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason) {
+        self.cancel_idle(lp);
+        self.terminated = true;
+        let mut ctx = Ctx::new(lp, pid);
+        let state = &mut self.state;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.terminate(reason, &mut ctx))) {
+            tracing::error!(%pid, reason = %ExitReason::from_panic(panic), "terminate panicked");
+        }
+    }
+
+    fn fail_queued(&mut self, lp: &mut Loop, reason: &ExitReason) {
+        self.cancel_idle(lp);
+        for msg in self.mailbox.drain(..) {
+            if let Msg::Call(_, from) = msg {
+                crate::call::fail(lp, from, CallError::Exit(reason.clone()));
+            }
+        }
+    }
+}

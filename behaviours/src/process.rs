@@ -1,0 +1,652 @@
+//! The process table: every behaviour instance on a loop, its mailbox
+//! bookkeeping, what it owns, who watches it, and the scheduler that runs
+//! processes with messages.
+//!
+//! Invariants:
+//! - A process's behaviour object is out of its slot exactly while one of its
+//!   callbacks runs; messages that arrive meanwhile wait in `overflow` and are
+//!   handed over when it is put back, in arrival order.
+//! - A slot whose process is exiting refuses new messages; its `Pid` goes
+//!   stale when the slot is freed.
+//! - Scheduling never runs a callback re-entrantly: sends only queue, and the
+//!   scheduler runs from `Loop::defer` or a zero timer.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use ringvisor_runtime::{Loop, OpId, TimerId};
+
+use crate::pid::{ExitReason, MonitorRef, Pid};
+
+/// Default mailbox capacity of a process.
+pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
+/// Messages one process handles before the scheduler moves to the next.
+pub const PROCESS_BUDGET: usize = 64;
+/// Messages handled per scheduler pass before the loop polls I/O again.
+pub const PASS_BUDGET: usize = 4096;
+/// How long a process may keep async work (owned ops) running after
+/// `terminate` when nobody gave it a shutdown timeout.
+pub const TERMINATE_GRACE_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No such process (it exited, or the Pid is stale).
+    NoProc,
+    /// Its mailbox is full: back-pressure, retry later or shed load.
+    Overloaded,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::NoProc => f.write_str("no such process"),
+            SendError::Overloaded => f.write_str("mailbox full"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Messages about other processes, delivered to any behaviour.
+#[derive(Debug, Clone)]
+pub(crate) enum SysMsg {
+    /// A monitored process exited.
+    Down {
+        pid: Pid,
+        reason: ExitReason,
+        monitor: MonitorRef,
+    },
+    /// A child (a process this one started) exited.
+    Exit { pid: Pid, reason: ExitReason },
+}
+
+/// A message that arrived while its process was running.
+pub(crate) enum Pending {
+    User(Box<dyn Any>),
+    Sys(SysMsg),
+}
+
+/// What the table needs from a behaviour instance.
+pub(crate) trait Process: 'static {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Takes a message that waited in the overflow.
+    fn accept(&mut self, pending: Pending);
+    fn has_messages(&self) -> bool;
+    /// Handles up to `budget` messages.
+    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran;
+    /// Runs the user's terminate callback (which must not unwind out).
+    fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason);
+    /// Fails every queued call with `reason`; drops other messages.
+    fn fail_queued(&mut self, lp: &mut Loop, reason: &ExitReason);
+}
+
+/// What one run of a process did.
+pub(crate) struct Ran {
+    /// Messages handled (the scheduler's budget unit).
+    pub(crate) handled: usize,
+    /// Of those, user messages (they free mailbox capacity).
+    pub(crate) user_handled: usize,
+    /// Set if the process asked to exit (or panicked).
+    pub(crate) exit: Option<ExitReason>,
+}
+
+/// How a process is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// Run `terminate`, then let owned async work finish up to the grace
+    /// period before killing.
+    Terminate(Duration),
+    /// Exit at once without `terminate` (OTP's `brutal_kill`).
+    Brutal,
+}
+
+struct Slot {
+    generation: u32,
+    /// The behaviour; `None` while its callback runs (or while being built).
+    process: Option<Box<dyn Process>>,
+    overflow: Vec<Pending>,
+    /// User messages queued (in the process or the overflow).
+    queued: usize,
+    capacity: usize,
+    in_run_queue: bool,
+    parent: Option<Pid>,
+    name: Option<String>,
+    /// Watchers: who gets a `Down` when this process exits.
+    monitors: Vec<(MonitorRef, Pid)>,
+    timers: Vec<TimerId>,
+    ops: Vec<OpId>,
+    fds: Vec<RawFd>,
+    /// Set once the process is exiting: it takes no more messages.
+    exiting: Option<ExitReason>,
+    /// Timer that kills a process lingering after `terminate`.
+    linger_timer: Option<TimerId>,
+}
+
+/// Fails pending calls of one reply type whose callee exited.
+pub(crate) type CallFailer = fn(&mut Loop, Pid, &ExitReason);
+
+/// The loop extension holding every process.
+pub(crate) struct Processes {
+    slots: slab::Slab<Slot>,
+    next_generation: u32,
+    next_monitor: u64,
+    names: HashMap<String, Pid>,
+    run_queue: VecDeque<Pid>,
+    pass_scheduled: bool,
+    call_failers: Vec<(std::any::TypeId, CallFailer)>,
+}
+
+/// The process table of a loop, created on first use.
+pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
+    lp.extension_or_insert_with(|| Processes {
+        slots: slab::Slab::new(),
+        next_generation: 0,
+        next_monitor: 0,
+        names: HashMap::new(),
+        run_queue: VecDeque::new(),
+        pass_scheduled: false,
+        call_failers: Vec::new(),
+    })
+}
+
+impl Processes {
+    fn slot(&self, pid: Pid) -> Option<&Slot> {
+        self.slots
+            .get(pid.index as usize)
+            .filter(|s| s.generation == pid.generation)
+    }
+
+    fn slot_mut(&mut self, pid: Pid) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(pid.index as usize)
+            .filter(|s| s.generation == pid.generation)
+    }
+
+    /// Registers a per-reply-type failer once.
+    pub(crate) fn register_failer(&mut self, type_id: std::any::TypeId, failer: CallFailer) {
+        if !self.call_failers.iter().any(|(t, _)| *t == type_id) {
+            self.call_failers.push((type_id, failer));
+        }
+    }
+}
+
+/// Reserves a slot for a new process (its behaviour comes with `install`).
+pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pid {
+    assert!(capacity > 0, "mailbox capacity must be positive");
+    let procs = table(lp);
+    procs.next_generation = procs.next_generation.wrapping_add(1);
+    let generation = procs.next_generation;
+    let index = procs.slots.insert(Slot {
+        generation,
+        process: None,
+        overflow: Vec::new(),
+        queued: 0,
+        capacity,
+        in_run_queue: false,
+        parent,
+        name: None,
+        monitors: Vec::new(),
+        timers: Vec::new(),
+        ops: Vec::new(),
+        fds: Vec::new(),
+        exiting: None,
+        linger_timer: None,
+    });
+    assert!(index < u32::MAX as usize, "process table full");
+    Pid {
+        index: index as u32,
+        generation,
+    }
+}
+
+/// Puts a behaviour into its reserved slot and hands it what arrived meanwhile.
+pub(crate) fn install(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
+    put_back(lp, pid, process);
+}
+
+/// Frees a reserved slot whose process never started (init failed).
+pub(crate) fn unreserve(lp: &mut Loop, pid: Pid) {
+    let procs = table(lp);
+    let name = match procs.slot_mut(pid) {
+        Some(slot) => {
+            debug_assert!(slot.process.is_none());
+            slot.name.take()
+        }
+        None => return,
+    };
+    if let Some(name) = name {
+        procs.names.remove(&name);
+    }
+    procs.slots.remove(pid.index as usize);
+}
+
+/// Frees the slot of a process whose init failed: releases what init
+/// acquired and fails messages that arrived meanwhile. Nobody is notified:
+/// the starter gets the error directly, as with OTP's `start_link`.
+pub(crate) fn abandon(
+    lp: &mut Loop,
+    pid: Pid,
+    reason: &ExitReason,
+    fail: fn(&mut Loop, Pending, &ExitReason),
+) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    slot.exiting = Some(reason.clone());
+    let overflow = std::mem::take(&mut slot.overflow);
+    let timers = std::mem::take(&mut slot.timers);
+    let ops = std::mem::take(&mut slot.ops);
+    let fds = std::mem::take(&mut slot.fds);
+    if let Some(name) = slot.name.take() {
+        procs.names.remove(&name);
+    }
+    for timer in timers {
+        lp.cancel_timer(timer);
+    }
+    for op in ops {
+        lp.cancel(op);
+    }
+    for fd in fds {
+        lp.close(fd, |_, _| {});
+    }
+    for pending in overflow {
+        fail(lp, pending, reason);
+    }
+    let failers: Vec<CallFailer> = table(lp).call_failers.iter().map(|(_, f)| *f).collect();
+    for failer in failers {
+        failer(lp, pid, reason);
+    }
+    table(lp).slots.remove(pid.index as usize);
+}
+
+/// Registers `name` for `pid`; false if the name is taken.
+pub(crate) fn register(lp: &mut Loop, pid: Pid, name: &str) -> bool {
+    let procs = table(lp);
+    if procs.names.contains_key(name) {
+        return false;
+    }
+    let Some(slot) = procs.slot_mut(pid) else {
+        return false;
+    };
+    slot.name = Some(name.to_string());
+    procs.names.insert(name.to_string(), pid);
+    true
+}
+
+/// The process registered under `name`, if it is alive.
+pub fn whereis(lp: &mut Loop, name: &str) -> Option<Pid> {
+    table(lp).names.get(name).copied()
+}
+
+/// True if `pid` names a live process that is not exiting.
+pub fn is_alive(lp: &mut Loop, pid: Pid) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.exiting.is_none())
+}
+
+/// True while `pid`'s slot exists, including while it lingers after terminate.
+pub(crate) fn exists(lp: &mut Loop, pid: Pid) -> bool {
+    table(lp).slot(pid).is_some()
+}
+
+/// Number of live processes on this loop.
+pub fn count(lp: &mut Loop) -> usize {
+    table(lp).slots.len()
+}
+
+/// Queued user messages of a live process.
+pub fn mailbox_len(lp: &mut Loop, pid: Pid) -> Option<usize> {
+    table(lp).slot(pid).map(|s| s.queued)
+}
+
+/// Delivers a message to `pid`'s typed mailbox. `push` receives the process
+/// object (downcast by the caller); while the process runs, the message is
+/// boxed into the overflow. `user` messages count toward the capacity.
+pub(crate) fn deliver<M: 'static>(
+    lp: &mut Loop,
+    pid: Pid,
+    message: M,
+    user: bool,
+    push: fn(&mut dyn Process, M),
+) -> Result<(), SendError> {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return Err(SendError::NoProc);
+    };
+    if slot.exiting.is_some() && slot.linger_timer.is_none() {
+        return Err(SendError::NoProc);
+    }
+    if user {
+        if slot.exiting.is_some() {
+            return Err(SendError::NoProc);
+        }
+        if slot.queued >= slot.capacity {
+            return Err(SendError::Overloaded);
+        }
+        slot.queued += 1;
+    }
+    match slot.process.as_deref_mut() {
+        Some(process) => push(process, message),
+        None => slot.overflow.push(Pending::User(Box::new(message))),
+    }
+    if procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
+    }
+    Ok(())
+}
+
+/// Delivers a system message (never refused for capacity).
+pub(crate) fn deliver_sys(lp: &mut Loop, pid: Pid, msg: SysMsg) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    if slot.exiting.is_some() {
+        return;
+    }
+    match slot.process.as_deref_mut() {
+        Some(process) => process.accept(Pending::Sys(msg)),
+        None => slot.overflow.push(Pending::Sys(msg)),
+    }
+    schedule(lp, pid);
+}
+
+fn schedule(lp: &mut Loop, pid: Pid) {
+    if table(lp).enqueue(pid) {
+        lp.defer(scheduler_pass);
+    }
+}
+
+impl Processes {
+    /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
+    fn enqueue(&mut self, pid: Pid) -> bool {
+        let slot = self.slot_mut(pid).expect("scheduling a live process");
+        if !slot.in_run_queue {
+            slot.in_run_queue = true;
+            self.run_queue.push_back(pid);
+        }
+        !std::mem::replace(&mut self.pass_scheduled, true)
+    }
+}
+
+/// Runs ready processes within the pass budget; leftover work continues after
+/// the loop has polled I/O (a zero timer), so a deep mailbox cannot starve
+/// the network.
+fn scheduler_pass(lp: &mut Loop) {
+    table(lp).pass_scheduled = false;
+    let mut budget = PASS_BUDGET;
+    while budget > 0 {
+        let Some(pid) = table(lp).run_queue.pop_front() else {
+            return;
+        };
+        let handled = run_one(lp, pid);
+        budget = budget.saturating_sub(handled.max(1));
+    }
+    let procs = table(lp);
+    if !procs.run_queue.is_empty() && !procs.pass_scheduled {
+        procs.pass_scheduled = true;
+        lp.timer(Duration::ZERO, scheduler_pass);
+    }
+}
+
+/// Takes a process out, runs it, puts it back. Returns messages handled.
+fn run_one(lp: &mut Loop, pid: Pid) -> usize {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return 0;
+    };
+    slot.in_run_queue = false;
+    let Some(mut process) = slot.process.take() else {
+        return 0; // being built or already running: rescheduled when put back
+    };
+    let ran = process.run(lp, pid, PROCESS_BUDGET);
+    let (handled, exit) = (ran.handled, ran.exit);
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        debug_assert!(slot.queued >= ran.user_handled);
+        slot.queued = slot.queued.saturating_sub(ran.user_handled);
+    }
+    put_back(lp, pid, process);
+    if let Some(reason) = exit {
+        exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
+    }
+    handled
+}
+
+fn put_back(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    for pending in slot.overflow.drain(..) {
+        process.accept(pending);
+    }
+    let ready = process.has_messages();
+    slot.process = Some(process);
+    if ready {
+        schedule(lp, pid);
+    }
+}
+
+/// Sets a monitor: `watcher` gets a `Down` when `target` exits (at once if it
+/// is already gone).
+pub(crate) fn monitor(lp: &mut Loop, watcher: Pid, target: Pid) -> MonitorRef {
+    let procs = table(lp);
+    procs.next_monitor += 1;
+    let monitor = MonitorRef(procs.next_monitor);
+    match procs.slot_mut(target) {
+        Some(slot) if slot.exiting.is_none() => slot.monitors.push((monitor, watcher)),
+        _ => {
+            let down = SysMsg::Down {
+                pid: target,
+                reason: ExitReason::error("noproc"),
+                monitor,
+            };
+            deliver_sys(lp, watcher, down);
+        }
+    }
+    monitor
+}
+
+/// Removes a monitor; false if it was not set (or already fired).
+pub(crate) fn demonitor(lp: &mut Loop, target: Pid, monitor: MonitorRef) -> bool {
+    let Some(slot) = table(lp).slot_mut(target) else {
+        return false;
+    };
+    let before = slot.monitors.len();
+    slot.monitors.retain(|(m, _)| *m != monitor);
+    slot.monitors.len() != before
+}
+
+/// Records resources a process owns, released when it exits.
+pub(crate) fn own_timer(lp: &mut Loop, pid: Pid, timer: TimerId) {
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.timers.push(timer);
+    }
+}
+
+pub(crate) fn disown_timer(lp: &mut Loop, pid: Pid, timer: TimerId) {
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.timers.retain(|t| *t != timer);
+    }
+}
+
+/// True while `op` is owned by `pid` (false once the exit canceled it).
+pub(crate) fn owns_op(lp: &mut Loop, pid: Pid, op: OpId) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.ops.contains(&op))
+}
+
+pub(crate) fn own_op(lp: &mut Loop, pid: Pid, op: OpId) {
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.ops.push(op);
+    }
+}
+
+/// An owned op completed; a lingering process with no more ops finishes exiting.
+pub(crate) fn disown_op(lp: &mut Loop, pid: Pid, op: OpId) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    slot.ops.retain(|o| *o != op);
+    if slot.ops.is_empty() && slot.linger_timer.is_some() {
+        let timer = slot.linger_timer.take().expect("checked");
+        lp.cancel_timer(timer);
+        // Finish after this completion's continuation has run.
+        lp.defer(move |lp| finalize(lp, pid));
+    }
+}
+
+pub(crate) fn own_fd(lp: &mut Loop, pid: Pid, fd: RawFd) {
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.fds.push(fd);
+    }
+}
+
+pub(crate) fn disown_fd(lp: &mut Loop, pid: Pid, fd: RawFd) {
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.fds.retain(|f| *f != fd);
+    }
+}
+
+/// The parent of a live process.
+pub fn parent(lp: &mut Loop, pid: Pid) -> Option<Pid> {
+    table(lp).slot(pid).and_then(|s| s.parent)
+}
+
+/// Stops a process from outside (a supervisor's shutdown, a kill). Returns
+/// false if it was not alive. With `Kill::Terminate`, `terminate` runs now and
+/// the process may linger until its owned async work is done or `grace`
+/// passes; its parent and monitors hear of the exit when it is final.
+pub fn stop(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) -> bool {
+    match table(lp).slot(pid) {
+        Some(slot) if slot.exiting.is_none() => {}
+        Some(slot) if slot.linger_timer.is_some() && how == Kill::Brutal => {
+            // Already lingering after terminate: cut it short.
+            let timer = table(lp)
+                .slot_mut(pid)
+                .and_then(|s| s.linger_timer.take())
+                .expect("checked");
+            lp.cancel_timer(timer);
+            if let Some(slot) = table(lp).slot_mut(pid) {
+                slot.exiting = Some(ExitReason::Killed);
+            }
+            finalize(lp, pid);
+            return true;
+        }
+        _ => return false,
+    }
+    exit_process(lp, pid, reason, how);
+    true
+}
+
+/// The exit sequence: refuse messages, run terminate (unless brutal), cancel
+/// timers, and either linger for owned ops or finalize now.
+fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    if slot.exiting.is_some() {
+        return;
+    }
+    let reason = if how == Kill::Brutal {
+        ExitReason::Killed
+    } else {
+        reason
+    };
+    slot.exiting = Some(reason.clone());
+    if let Some(name) = slot.name.take() {
+        procs.names.remove(&name);
+    }
+    // Ops from the process's life are canceled now; only work `terminate`
+    // starts may hold the process (lingering) until it completes.
+    let ops = table(lp)
+        .slot_mut(pid)
+        .map(|s| std::mem::take(&mut s.ops))
+        .unwrap_or_default();
+    for op in ops {
+        lp.cancel(op);
+    }
+    if let Kill::Terminate(grace) = how {
+        let process = table(lp).slot_mut(pid).and_then(|s| s.process.take());
+        if let Some(mut process) = process {
+            process.terminate(lp, pid, &reason);
+            if let Some(slot) = table(lp).slot_mut(pid) {
+                slot.process = Some(process);
+            }
+        }
+        let timers = table(lp)
+            .slot_mut(pid)
+            .map(|s| std::mem::take(&mut s.timers))
+            .unwrap_or_default();
+        for timer in timers {
+            lp.cancel_timer(timer);
+        }
+        let lingering = table(lp).slot(pid).is_some_and(|s| !s.ops.is_empty());
+        if lingering {
+            tracing::debug!(%pid, ?grace, "process lingers for its async work after terminate");
+            let timer = lp.timer(grace, move |lp| {
+                if let Some(slot) = table(lp).slot_mut(pid) {
+                    slot.linger_timer = None;
+                    slot.exiting = Some(ExitReason::Killed);
+                }
+                finalize(lp, pid);
+            });
+            if let Some(slot) = table(lp).slot_mut(pid) {
+                slot.linger_timer = Some(timer);
+            }
+            return;
+        }
+    }
+    finalize(lp, pid);
+}
+
+/// Releases everything the process owns and tells those who care.
+fn finalize(lp: &mut Loop, pid: Pid) {
+    let procs = table(lp);
+    let Some(slot) = procs.slot_mut(pid) else {
+        return;
+    };
+    let reason = slot.exiting.clone().unwrap_or(ExitReason::Killed);
+    let mut process = slot.process.take();
+    let timers = std::mem::take(&mut slot.timers);
+    let ops = std::mem::take(&mut slot.ops);
+    let fds = std::mem::take(&mut slot.fds);
+    let monitors = std::mem::take(&mut slot.monitors);
+    let parent = slot.parent;
+    if let Some(timer) = slot.linger_timer.take() {
+        lp.cancel_timer(timer);
+    }
+    for timer in timers {
+        lp.cancel_timer(timer);
+    }
+    for op in ops {
+        lp.cancel(op);
+    }
+    for fd in fds {
+        lp.close(fd, |_, _| {});
+    }
+    if let Some(process) = process.as_deref_mut() {
+        process.fail_queued(lp, &reason);
+    }
+    let failers: Vec<CallFailer> = table(lp).call_failers.iter().map(|(_, f)| *f).collect();
+    for failer in failers {
+        failer(lp, pid, &reason);
+    }
+    table(lp).slots.remove(pid.index as usize);
+    drop(process);
+    for (monitor, watcher) in monitors {
+        let down = SysMsg::Down {
+            pid,
+            reason: reason.clone(),
+            monitor,
+        };
+        deliver_sys(lp, watcher, down);
+    }
+    if let Some(parent) = parent {
+        deliver_sys(lp, parent, SysMsg::Exit { pid, reason });
+    }
+}
