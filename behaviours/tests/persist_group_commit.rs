@@ -206,4 +206,30 @@ backend_tests! {
         assert_eq!(stats.entries_written, 640);
         assert!(stats.entries_per_fdatasync() >= 16.0, "{stats:?}");
     }
+
+    fn a_log_io_error_fails_waiters_and_refuses_later_appends(backend) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut lp = new_loop(backend);
+        let (store, _) = open(&mut lp, tmp.path(), Options::default()).unwrap();
+        // Block the first segment's name so creating it fails (EEXIST).
+        let blocker = tmp.path().join(ringvisor_behaviours::persist::segment_file_name(1));
+        std::fs::create_dir(&blocker).unwrap();
+        let errors: Rc<RefCell<Vec<std::io::ErrorKind>>> = Rc::default();
+        for i in 1..=3 {
+            let errors = errors.clone();
+            store.append(&mut lp, &payload(i), move |_, r| errors.borrow_mut().push(r.unwrap_err().kind())).unwrap();
+        }
+        while errors.borrow().len() < 3 {
+            lp.run_once().unwrap();
+        }
+        assert_eq!(*errors.borrow(), vec![std::io::ErrorKind::AlreadyExists; 3]);
+        let refused = store.append(&mut lp, b"x", |_, _| panic!("refused"));
+        assert!(matches!(refused, Err(StoreError::Failed { .. })), "{refused:?}");
+        let error = close(&mut lp, &store).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        // The lock was released all the same.
+        std::fs::remove_dir(&blocker).unwrap();
+        let (_, recovered) = open(&mut lp, tmp.path(), Options::default()).unwrap();
+        assert!(recovered.entries.is_empty());
+    }
 }

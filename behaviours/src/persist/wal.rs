@@ -435,13 +435,14 @@ fn on_synced(lp: &mut Loop, rc: &Shared, res: io::Result<()>) {
     wal.phase = Phase::Idle;
     let mut waiters = std::mem::take(&mut wal.in_flight);
     drop(core);
+    // Deferred, so entries appended by the callbacks below join the next
+    // batch, and a callback that panics cannot stall the writer.
+    schedule_flush(lp, rc);
     fire(lp, waiters.drain(..));
     let mut core = rc.borrow_mut();
     if core.wal.in_flight.capacity() == 0 {
         core.wal.in_flight = waiters;
     }
-    drop(core);
-    schedule_flush(lp, rc);
 }
 
 /// Opens a new segment named by the next batch's first sequence number,
