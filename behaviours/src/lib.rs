@@ -14,6 +14,7 @@ mod ctx;
 pub mod gen_event;
 pub mod gen_server;
 pub mod listener;
+pub mod persist;
 mod pid;
 mod process;
 pub mod remote;
