@@ -11,6 +11,7 @@
 mod call;
 pub mod codec;
 mod ctx;
+pub mod durable;
 pub mod gen_event;
 pub mod gen_server;
 pub mod listener;
