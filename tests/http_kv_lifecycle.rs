@@ -118,6 +118,22 @@ backend_tests! {
         assert_eq!(read_response(&mut r, false).unwrap().status, 404, "accepted once below the limit");
     }
 
+    fn running_out_of_fds_pauses_accepting_then_resumes(backend) {
+        // Far fewer fds than connections: accepts fail with EMFILE until
+        // answered connections close.
+        let s = Server::start_with_fd_limit(backend, &[], Some(32));
+        let mut pending: Vec<BufReader<TcpStream>> = (0..80).map(|_| BufReader::new(s.connect())).collect();
+        for c in pending.iter_mut() {
+            c.get_mut().write_all(GET_A).unwrap();
+        }
+        // Answer in arrival order isn't promised: read each in turn; the
+        // ones not yet accepted are served as earlier ones close.
+        for mut c in pending.drain(..) {
+            assert_eq!(read_response(&mut c, false).unwrap().status, 404);
+        }
+        assert_eq!(put(&s, "/kv/after", b"emfile"), 201);
+    }
+
     fn abrupt_resets_leave_the_server_serving(backend) {
         let s = Server::start(backend, &[]);
         let big = vec![b'x'; 200_000];

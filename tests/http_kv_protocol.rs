@@ -71,6 +71,23 @@ backend_tests! {
         assert!(after - before < 40, "{} ops for 100 pipelined requests", after - before);
     }
 
+    fn a_slow_reader_of_large_responses_gets_them_all(backend) {
+        let s = Server::start(backend, &[]);
+        let value: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        assert_eq!(put(&s, "/kv/big", &value), 201);
+        let mut r = BufReader::new(s.connect());
+        // 40 MiB of answers asked for at once, read only afterwards: the
+        // server stops reading requests while its output backs up.
+        let batch: Vec<u8> = (0..40).flat_map(|_| req("GET", "/kv/big", b"")).collect();
+        r.get_mut().write_all(&batch).unwrap();
+        s.wait_status("the output to back up", |st| st["connections"]["in_progress"] == 2);
+        for _ in 0..40 {
+            let resp = read_response(&mut r, false).unwrap();
+            assert_eq!(resp.status, 200);
+            assert!(resp.body == value, "intact");
+        }
+    }
+
     fn chunked_request_bodies(backend) {
         let s = Server::start(backend, &["--max-value-bytes", "100"]);
         let head = b"PUT /kv/chunky HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";

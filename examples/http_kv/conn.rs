@@ -87,9 +87,9 @@ impl Conn {
         self.phase == Phase::Open
     }
 
-    /// Whether a request is partly received or responses are owed.
+    /// Whether a request is partly received or responses are owed or unsent.
     pub fn in_progress(&self) -> bool {
-        self.input.in_request() || self.output.owed() > 0
+        self.input.in_request() || !self.output.is_idle()
     }
 
     fn deadline(&self, idle: Duration, request: Duration) -> Option<(Instant, Expiry)> {
@@ -153,7 +153,7 @@ pub fn pump(lp: &mut Loop, id: ConnId) {
                 let Some(responder) = take_slot(lp, id, &request) else {
                     return;
                 };
-                router::dispatch(lp, responder, request);
+                dispatch_guarded(lp, responder, request);
             }
             Step::Error(e, method) => {
                 tracing::debug!(status = e.status, reason = e.reason, "bad request");
@@ -170,6 +170,19 @@ pub fn pump(lp: &mut Loop, id: ConnId) {
     start_recv(lp, id);
     maybe_finish(lp, id);
     rearm_timer(lp, id);
+}
+
+/// Routes a request; a bug that panics there costs that request a 500 and
+/// its connection, never the server.
+fn dispatch_guarded(lp: &mut Loop, responder: Responder, request: crate::input::Request) {
+    let run = std::panic::AssertUnwindSafe(|| router::dispatch(lp, responder, request));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!("request handler panicked; answering 500");
+        if let Some(conn) = server_mut(lp).conn_mut(responder.conn) {
+            conn.read_closed = true;
+        }
+        responder.send(lp, Response::text(500, "internal error\n"));
+    }
 }
 
 fn next_step(lp: &mut Loop, id: ConnId) -> Option<Step> {

@@ -4,7 +4,8 @@
 //!
 //! Invariants: bytes before `pos` are consumed; a head is parsed only once
 //! complete and is bounded by [`HEAD_BYTES_MAX`] (< [`INPUT_CAPACITY_BYTES`],
-//! so a head always fits); bodies never live in the input buffer for long:
+//! so a head always fits; the buffer starts at [`INPUT_INITIAL_BYTES`] and
+//! grows to that only for long heads or deep pipelines); bodies never live in the input buffer for long:
 //! they move to the request's own body buffer as they arrive, or are
 //! received straight into it.
 
@@ -16,6 +17,9 @@ use crate::router::{self, Route};
 
 /// Capacity of a connection's receive buffer.
 pub const INPUT_CAPACITY_BYTES: usize = 16 * 1024;
+/// Initial capacity of a connection's receive buffer: what an idle
+/// keep-alive connection holds in its pending receive.
+pub const INPUT_INITIAL_BYTES: usize = 4 * 1024;
 const _: () = assert!(HEAD_BYTES_MAX < INPUT_CAPACITY_BYTES);
 
 /// A complete request.
@@ -97,7 +101,7 @@ impl Input {
     /// An empty input side.
     pub fn new() -> Input {
         Input {
-            buf: Vec::with_capacity(INPUT_CAPACITY_BYTES),
+            buf: Vec::with_capacity(INPUT_INITIAL_BYTES),
             pos: 0,
             state: ReadState::Head { scanned: 0 },
             started: None,
@@ -112,7 +116,7 @@ impl Input {
     /// Whether a receive into the input buffer would find room (after
     /// compaction) or can go straight into a body.
     pub fn has_room(&self) -> bool {
-        self.unconsumed() < self.buf.capacity()
+        self.unconsumed() < INPUT_CAPACITY_BYTES
             || matches!(
                 self.state,
                 ReadState::Body {
@@ -146,13 +150,19 @@ impl Input {
             } = &mut self.state
             {
                 debug_assert!(*remaining_bytes > 0);
-                debug_assert!(
-                    request.body.capacity() - request.body.len() >= *remaining_bytes as usize
-                );
-                return (RecvTarget::Body, std::mem::take(&mut request.body));
+                // A receive fills all spare capacity: only hand the body over
+                // if that cannot reach past it into a pipelined request.
+                let spare = request.body.capacity() - request.body.len();
+                if spare as u64 == *remaining_bytes {
+                    return (RecvTarget::Body, std::mem::take(&mut request.body));
+                }
             }
         }
         self.compact();
+        if self.buf.len() == self.buf.capacity() {
+            self.buf
+                .reserve_exact(INPUT_CAPACITY_BYTES.saturating_sub(self.buf.len()));
+        }
         debug_assert!(self.buf.capacity() > self.buf.len(), "a head always fits");
         (RecvTarget::Input, std::mem::take(&mut self.buf))
     }
@@ -173,7 +183,8 @@ impl Input {
                     decoder: BodyDecoder::Length { remaining_bytes },
                 } => {
                     request.body = buf;
-                    *remaining_bytes -= received as u64;
+                    debug_assert!(received as u64 <= *remaining_bytes);
+                    *remaining_bytes = remaining_bytes.saturating_sub(received as u64);
                 }
                 // The request was abandoned while the receive was in flight.
                 _ => return,

@@ -16,12 +16,30 @@ pub const WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// The `http_kv` example next to this test binary:
 /// `target/<profile>/deps/<test>` -> `target/<profile>/examples/http_kv`.
+///
+/// A plain `cargo test` builds examples; `cargo test --test NAME` does not,
+/// so the first call also asks cargo (when it ran us) to build it, which is
+/// a no-op when it is up to date.
 pub fn binary() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
+        .expect("target/<profile>")
+        .to_path_buf();
+    BUILD.call_once(|| {
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            return;
+        };
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "http_kv"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the http_kv example failed");
+    });
     let path = profile_dir.join("examples").join("http_kv");
     assert!(
         path.exists(),
@@ -55,17 +73,38 @@ impl Server {
     /// Starts the server on `backend` with `extra` flags and waits for its
     /// `listening on` line.
     pub fn start(backend: Backend, extra: &[&str]) -> Server {
+        Server::start_with_fd_limit(backend, extra, None)
+    }
+
+    /// Like [`Server::start`], with `RLIMIT_NOFILE` set to `fd_limit`.
+    pub fn start_with_fd_limit(backend: Backend, extra: &[&str], fd_limit: Option<u64>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(binary())
-            .args(["--addr", "127.0.0.1:0", "--backend", backend_flag(backend)])
+        let mut cmd = Command::new(binary());
+        cmd.args(["--addr", "127.0.0.1:0", "--backend", backend_flag(backend)])
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn http_kv");
+            .stderr(Stdio::inherit());
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: runs in the forked child before exec; setrlimit is
+            // async-signal-safe and touches only that process.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn http_kv");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout)
