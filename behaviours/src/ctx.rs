@@ -41,10 +41,18 @@ pub struct Completer<T> {
 impl<T: 'static> Completer<T> {
     /// Delivers the op's outcome to the process (dropped if it has exited).
     pub fn complete(self, lp: &mut Loop, value: T) {
-        if let Some(op) = self.op.get() {
-            process::disown_op(lp, self.pid, op);
+        let Some(op) = self.op.get() else {
+            return;
+        };
+        // An op the process no longer owns was canceled by its exit: the
+        // outcome (buffers included) is dropped here, never delivered.
+        if !process::owns_op(lp, self.pid, op) {
+            return;
         }
+        // Deliver before disowning: disowning the last op of a lingering
+        // process schedules its final exit, which must come after this.
         (self.deliver)(lp, self.pid, value, self.then);
+        process::disown_op(lp, self.pid, op);
     }
 }
 
@@ -165,7 +173,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
     /// process with the outcome. If the process exits first, the op is
     /// canceled and `then` never runs.
     ///
-    /// ```ignore
+    /// ```text
     /// ctx.io(
     ///     |lp, done| lp.fdatasync(fd, move |lp, res| done.complete(lp, res)),
     ///     |state, ctx, res| state.synced = res.is_ok(),

@@ -9,10 +9,16 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod call;
+pub mod codec;
 mod ctx;
+pub mod gen_event;
 pub mod gen_server;
+pub mod listener;
 mod pid;
 mod process;
+pub mod remote;
+pub mod step;
+pub mod supervisor;
 
 pub use call::{reply, waiting as calls_waiting, CallError, From, INFINITY};
 pub use ctx::{Completer, Ctx, TimerRef};

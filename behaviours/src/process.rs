@@ -75,12 +75,22 @@ pub(crate) trait Process: 'static {
     /// Takes a message that waited in the overflow.
     fn accept(&mut self, pending: Pending);
     fn has_messages(&self) -> bool;
-    /// Handles up to `budget` messages. `Some(reason)` asks to exit.
-    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> (usize, Option<ExitReason>);
+    /// Handles up to `budget` messages.
+    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran;
     /// Runs the user's terminate callback (which must not unwind out).
     fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason);
     /// Fails every queued call with `reason`; drops other messages.
     fn fail_queued(&mut self, lp: &mut Loop, reason: &ExitReason);
+}
+
+/// What one run of a process did.
+pub(crate) struct Ran {
+    /// Messages handled (the scheduler's budget unit).
+    pub(crate) handled: usize,
+    /// Of those, user messages (they free mailbox capacity).
+    pub(crate) user_handled: usize,
+    /// Set if the process asked to exit (or panicked).
+    pub(crate) exit: Option<ExitReason>,
 }
 
 /// How a process is being stopped from outside.
@@ -131,18 +141,15 @@ pub(crate) struct Processes {
 
 /// The process table of a loop, created on first use.
 pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
-    if lp.extension::<Processes>().is_none() {
-        lp.insert_extension(Processes {
-            slots: slab::Slab::new(),
-            next_generation: 0,
-            next_monitor: 0,
-            names: HashMap::new(),
-            run_queue: VecDeque::new(),
-            pass_scheduled: false,
-            call_failers: Vec::new(),
-        });
-    }
-    lp.extension_mut::<Processes>().expect("just inserted")
+    lp.extension_or_insert_with(|| Processes {
+        slots: slab::Slab::new(),
+        next_generation: 0,
+        next_monitor: 0,
+        names: HashMap::new(),
+        run_queue: VecDeque::new(),
+        pass_scheduled: false,
+        call_failers: Vec::new(),
+    })
 }
 
 impl Processes {
@@ -280,6 +287,11 @@ pub fn is_alive(lp: &mut Loop, pid: Pid) -> bool {
     table(lp).slot(pid).is_some_and(|s| s.exiting.is_none())
 }
 
+/// True while `pid`'s slot exists, including while it lingers after terminate.
+pub(crate) fn exists(lp: &mut Loop, pid: Pid) -> bool {
+    table(lp).slot(pid).is_some()
+}
+
 /// Number of live processes on this loop.
 pub fn count(lp: &mut Loop) -> usize {
     table(lp).slots.len()
@@ -288,20 +300,6 @@ pub fn count(lp: &mut Loop) -> usize {
 /// Queued user messages of a live process.
 pub fn mailbox_len(lp: &mut Loop, pid: Pid) -> Option<usize> {
     table(lp).slot(pid).map(|s| s.queued)
-}
-
-/// Checks that `pid` can take a user message now.
-pub(crate) fn check_send(lp: &mut Loop, pid: Pid) -> Result<(), SendError> {
-    match table(lp).slot(pid) {
-        Some(slot) if slot.exiting.is_none() => {
-            if slot.queued >= slot.capacity {
-                Err(SendError::Overloaded)
-            } else {
-                Ok(())
-            }
-        }
-        _ => Err(SendError::NoProc),
-    }
 }
 
 /// Delivers a message to `pid`'s typed mailbox. `push` receives the process
@@ -334,7 +332,9 @@ pub(crate) fn deliver<M: 'static>(
         Some(process) => push(process, message),
         None => slot.overflow.push(Pending::User(Box::new(message))),
     }
-    schedule(lp, pid);
+    if procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
+    }
     Ok(())
 }
 
@@ -354,24 +354,21 @@ pub(crate) fn deliver_sys(lp: &mut Loop, pid: Pid, msg: SysMsg) {
     schedule(lp, pid);
 }
 
-/// Called by a behaviour when it took a user message off its mailbox.
-pub(crate) fn took_user_message(lp: &mut Loop, pid: Pid) {
-    if let Some(slot) = table(lp).slot_mut(pid) {
-        debug_assert!(slot.queued > 0);
-        slot.queued = slot.queued.saturating_sub(1);
+fn schedule(lp: &mut Loop, pid: Pid) {
+    if table(lp).enqueue(pid) {
+        lp.defer(scheduler_pass);
     }
 }
 
-fn schedule(lp: &mut Loop, pid: Pid) {
-    let procs = table(lp);
-    let slot = procs.slot_mut(pid).expect("scheduling a live process");
-    if !slot.in_run_queue {
-        slot.in_run_queue = true;
-        procs.run_queue.push_back(pid);
-    }
-    if !procs.pass_scheduled {
-        procs.pass_scheduled = true;
-        lp.defer(scheduler_pass);
+impl Processes {
+    /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
+    fn enqueue(&mut self, pid: Pid) -> bool {
+        let slot = self.slot_mut(pid).expect("scheduling a live process");
+        if !slot.in_run_queue {
+            slot.in_run_queue = true;
+            self.run_queue.push_back(pid);
+        }
+        !std::mem::replace(&mut self.pass_scheduled, true)
     }
 }
 
@@ -405,26 +402,34 @@ fn run_one(lp: &mut Loop, pid: Pid) -> usize {
     let Some(mut process) = slot.process.take() else {
         return 0; // being built or already running: rescheduled when put back
     };
-    let (handled, exit) = process.run(lp, pid, PROCESS_BUDGET);
-    put_back(lp, pid, process);
-    if let Some(reason) = exit {
+    let ran = process.run(lp, pid, PROCESS_BUDGET);
+    put_back_after(lp, pid, process, ran.user_handled);
+    if let Some(reason) = ran.exit {
         exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
     }
-    handled
+    ran.handled
 }
 
-fn put_back(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
+fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
+    put_back_after(lp, pid, process, 0);
+}
+
+/// Puts a process back after a run that took `user_handled` user messages
+/// off its mailbox, hands it what arrived meanwhile, and reschedules it.
+fn put_back_after(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, user_handled: usize) {
     let procs = table(lp);
     let Some(slot) = procs.slot_mut(pid) else {
         return;
     };
+    debug_assert!(slot.queued >= user_handled);
+    slot.queued = slot.queued.saturating_sub(user_handled);
     for pending in slot.overflow.drain(..) {
         process.accept(pending);
     }
     let ready = process.has_messages();
     slot.process = Some(process);
-    if ready {
-        schedule(lp, pid);
+    if ready && procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
     }
 }
 
@@ -469,6 +474,11 @@ pub(crate) fn disown_timer(lp: &mut Loop, pid: Pid, timer: TimerId) {
     if let Some(slot) = table(lp).slot_mut(pid) {
         slot.timers.retain(|t| *t != timer);
     }
+}
+
+/// True while `op` is owned by `pid` (false once the exit canceled it).
+pub(crate) fn owns_op(lp: &mut Loop, pid: Pid, op: OpId) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.ops.contains(&op))
 }
 
 pub(crate) fn own_op(lp: &mut Loop, pid: Pid, op: OpId) {
@@ -553,6 +563,15 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
     slot.exiting = Some(reason.clone());
     if let Some(name) = slot.name.take() {
         procs.names.remove(&name);
+    }
+    // Ops from the process's life are canceled now; only work `terminate`
+    // starts may hold the process (lingering) until it completes.
+    let ops = table(lp)
+        .slot_mut(pid)
+        .map(|s| std::mem::take(&mut s.ops))
+        .unwrap_or_default();
+    for op in ops {
+        lp.cancel(op);
     }
     if let Kill::Terminate(grace) = how {
         let process = table(lp).slot_mut(pid).and_then(|s| s.process.take());

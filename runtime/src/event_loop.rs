@@ -214,7 +214,28 @@ impl Loop {
         callback: impl FnOnce(&mut Loop) + 'static,
     ) -> TimerId {
         let deadline_ns = self.clock.deadline_ns(after);
-        self.timers.insert(deadline_ns, Box::new(callback))
+        self.timers
+            .insert(deadline_ns, TimerCallback::Boxed(Box::new(callback)))
+    }
+
+    /// Like [`Loop::timer`] with a plain function and one word of context:
+    /// nothing is allocated, for timers set on hot paths.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// # use std::time::Duration;
+    /// fn fired(lp: &mut Loop, n: u64) {
+    ///     assert_eq!(n, 7);
+    ///     lp.stop();
+    /// }
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.timer_fn(Duration::from_millis(1), fired, 7);
+    /// lp.run().unwrap();
+    /// ```
+    pub fn timer_fn(&mut self, after: Duration, callback: fn(&mut Loop, u64), arg: u64) -> TimerId {
+        let deadline_ns = self.clock.deadline_ns(after);
+        self.timers
+            .insert(deadline_ns, TimerCallback::Fn(callback, arg))
     }
 
     /// Runs `callback` later in this tick, after the callbacks already
@@ -248,6 +269,30 @@ impl Loop {
         let old = self.remove_extension::<T>();
         self.extensions.push((TypeId::of::<T>(), Box::new(value)));
         old
+    }
+
+    /// The stored value of type `T`, inserting `make()` first if there is
+    /// none (one lookup on the hot path).
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// let mut lp = Loop::new().unwrap();
+    /// *lp.extension_or_insert_with(|| 0u64) += 5;
+    /// assert_eq!(*lp.extension_or_insert_with(|| 0u64), 5);
+    /// ```
+    pub fn extension_or_insert_with<T: 'static>(&mut self, make: impl FnOnce() -> T) -> &mut T {
+        let id = TypeId::of::<T>();
+        let index = match self.extensions.iter().position(|(t, _)| *t == id) {
+            Some(index) => index,
+            None => {
+                self.extensions.push((id, Box::new(make())));
+                self.extensions.len() - 1
+            }
+        };
+        self.extensions[index]
+            .1
+            .downcast_mut()
+            .expect("TypeId matched")
     }
 
     /// The stored value of type `T`, if any.
@@ -555,7 +600,7 @@ impl Loop {
         }
         self.stats.timers_fired += due.len() as u64;
         for callback in due {
-            callback(self);
+            callback.run(self);
         }
     }
 

@@ -26,7 +26,21 @@ pub struct TimerId {
     seq: u64,
 }
 
-pub(crate) type TimerCallback = Box<dyn FnOnce(&mut Loop)>;
+/// What runs when a timer fires: a boxed closure, or a plain function with
+/// one word of context (no allocation, for hot paths).
+pub(crate) enum TimerCallback {
+    Boxed(Box<dyn FnOnce(&mut Loop)>),
+    Fn(fn(&mut Loop, u64), u64),
+}
+
+impl TimerCallback {
+    pub(crate) fn run(self, lp: &mut Loop) {
+        match self {
+            TimerCallback::Boxed(f) => f(lp),
+            TimerCallback::Fn(f, arg) => f(lp, arg),
+        }
+    }
+}
 
 struct Entry {
     seq: u64,
@@ -180,7 +194,7 @@ mod tests {
     use super::*;
 
     fn noop() -> TimerCallback {
-        Box::new(|_| {})
+        TimerCallback::Boxed(Box::new(|_| {}))
     }
 
     #[test]
