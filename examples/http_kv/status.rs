@@ -10,7 +10,9 @@
 //!  "loop":{"ticks":..,"syscalls":..,"sqes_submitted":..,"completions":..,
 //!          "timers_fired":..,"wakeups":..,"ops_in_flight":..,"file_pool_syscalls":..}}
 //! ```
-//! `supervision` is the supervision tree as the shard layer reports it.
+//! `supervision` is the supervision tree as the shard layer reports it;
+//! `connections.in_progress` counts connections with a request partly read
+//! or answers owed or unsent (this `/_status` request's own included).
 
 use ringvisor::Loop;
 use serde_json::json;
