@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::handle::{LoopHandle, Posted, Shared};
 use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompletion, Settled};
 use crate::stats::Stats;
-use crate::timer::{TimerCallback, TimerId, Timers};
+use crate::timer::{TimerId, Timers};
 
 /// Default io_uring submission queue size.
 pub const SQ_ENTRIES_DEFAULT: u32 = 256;
@@ -103,6 +103,7 @@ impl LoopBuilder {
             deferred: VecDeque::new(),
             extensions: Vec::new(),
             stopped: false,
+            in_callbacks: false,
             _not_send: PhantomData,
         })
     }
@@ -153,6 +154,8 @@ pub struct Loop {
     /// Typed state layered on the loop (the behaviours' process table).
     extensions: Vec<(TypeId, Box<dyn Any>)>,
     stopped: bool,
+    /// True while a tick runs callbacks: they all share the tick's time.
+    in_callbacks: bool,
     /// Callbacks are not `Send`, and neither is the loop.
     _not_send: PhantomData<*const ()>,
 }
@@ -207,12 +210,14 @@ impl Loop {
     }
 
     /// Calls `callback` once `after` has passed, from a later tick (never from
-    /// inside this call, even for a zero duration).
+    /// inside this call, even for a zero duration). Inside a callback, `after`
+    /// counts from the tick's time ([`Loop::now`]); outside, from the present.
     pub fn timer(
         &mut self,
         after: Duration,
         callback: impl FnOnce(&mut Loop) + 'static,
     ) -> TimerId {
+        self.refresh_clock_outside_callbacks();
         let deadline_ns = self.clock.deadline_ns(after);
         self.timers.insert(deadline_ns, Box::new(callback))
     }
@@ -387,6 +392,7 @@ impl Loop {
 
     /// Runs for `duration`, or until nothing is pending or `stop()`.
     pub fn run_for(&mut self, duration: Duration) -> io::Result<()> {
+        self.refresh_clock_outside_callbacks();
         let end_ns = self.clock.deadline_ns(duration);
         while self.has_work() {
             self.tick(Wait::Until(end_ns))?;
@@ -395,6 +401,14 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Between runs the cached time goes stale (the caller may have done
+    /// anything since the last tick): re-read it before computing a deadline.
+    fn refresh_clock_outside_callbacks(&mut self) {
+        if !self.in_callbacks {
+            self.clock.update();
+        }
     }
 
     fn take_stop(&mut self) -> bool {
@@ -431,10 +445,12 @@ impl Loop {
         }
         self.raw_completions = done;
         result?;
+        self.in_callbacks = true;
         self.run_posted();
         self.run_due_timers();
         self.run_ready();
         self.run_deferred();
+        self.in_callbacks = false;
         Ok(())
     }
 
@@ -545,16 +561,14 @@ impl Loop {
         self.posted = posted;
     }
 
-    /// Fires timers due now. Timers set by these callbacks wait for the next
-    /// tick, even if already due, so a zero-delay re-arm cannot spin here.
+    /// Fires timers due now, one at a time, so a callback can still cancel a
+    /// timer due in this same tick. Timers set by these callbacks wait for the
+    /// next tick, even if already due, so a zero-delay re-arm cannot spin here.
     fn run_due_timers(&mut self) {
         let now_ns = self.clock.now_ns();
-        let mut due: Vec<TimerCallback> = Vec::new();
-        while let Some(callback) = self.timers.pop_due(now_ns) {
-            due.push(callback);
-        }
-        self.stats.timers_fired += due.len() as u64;
-        for callback in due {
+        let max_seq = self.timers.last_seq();
+        while let Some(callback) = self.timers.pop_due(now_ns, max_seq) {
+            self.stats.timers_fired += 1;
             callback(self);
         }
     }

@@ -107,10 +107,23 @@ impl Timers {
         }
     }
 
-    /// Pops the earliest timer if it is due at `now_ns`.
-    pub(crate) fn pop_due(&mut self, now_ns: u64) -> Option<TimerCallback> {
+    /// The sequence number of the latest timer set; timers set later have
+    /// larger ones.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Pops the earliest timer if it is due at `now_ns` and was set no later
+    /// than `max_seq` (see [`Timers::last_seq`]).
+    ///
+    /// A timer set after `max_seq` while `now_ns` is the current time has a
+    /// deadline of at least `now_ns`, so every older due timer sorts before it:
+    /// stopping at the first younger one skips no older due timer.
+    pub(crate) fn pop_due(&mut self, now_ns: u64, max_seq: u64) -> Option<TimerCallback> {
         match self.heap.first() {
-            Some(item) if item.deadline_ns <= now_ns => Some(self.remove_at(0)),
+            Some(item) if item.deadline_ns <= now_ns && item.seq <= max_seq => {
+                Some(self.remove_at(0))
+            }
             _ => None,
         }
     }
@@ -196,7 +209,7 @@ mod tests {
         expected.sort();
         let mut popped = Vec::new();
         while let Some(item) = timers.heap.first().copied() {
-            assert!(timers.pop_due(u64::MAX).is_some());
+            assert!(timers.pop_due(u64::MAX, u64::MAX).is_some());
             popped.push((item.deadline_ns, item.seq));
         }
         assert_eq!(popped, expected);
@@ -217,7 +230,7 @@ mod tests {
         while let Some(deadline) = timers.next_deadline_ns() {
             assert!(deadline >= last);
             last = deadline;
-            timers.pop_due(u64::MAX);
+            timers.pop_due(u64::MAX, u64::MAX);
         }
     }
 
@@ -225,16 +238,64 @@ mod tests {
     fn pop_due_respects_now() {
         let mut timers = Timers::new();
         timers.insert(100, noop());
-        assert!(timers.pop_due(99).is_none());
-        assert!(timers.pop_due(100).is_some());
+        assert!(timers.pop_due(99, u64::MAX).is_none());
+        assert!(timers.pop_due(100, u64::MAX).is_some());
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn a_pending_timer_costs_at_most_64_bytes_besides_its_closure() {
+        // A slab slot is the entry plus the slab's tag, padded.
+        let slot = std::mem::size_of::<Entry>() + 8;
+        let per_timer = slot + std::mem::size_of::<HeapItem>();
+        assert!(per_timer <= 64, "{per_timer} bytes per timer");
+    }
+
+    #[test]
+    fn insert_then_cancel_in_a_loop_never_grows_memory() {
+        let mut timers = Timers::new();
+        let keep = timers.insert(5, noop());
+        for i in 0..1_000_000u64 {
+            let id = timers.insert(i, noop());
+            assert!(timers.cancel(id));
+        }
+        assert_eq!(timers.len(), 1);
+        assert!(
+            timers.heap.capacity() <= 4,
+            "heap grew to {}",
+            timers.heap.capacity()
+        );
+        assert!(
+            timers.entries.capacity() <= 4,
+            "slab grew to {}",
+            timers.entries.capacity()
+        );
+        assert!(timers.cancel(keep));
+    }
+
+    #[test]
+    fn timers_set_after_max_seq_wait_even_if_due() {
+        let mut timers = Timers::new();
+        timers.insert(7, noop());
+        timers.insert(10, noop());
+        let max_seq = timers.last_seq();
+        // Set "during the callbacks" of a tick at time 10: due at once.
+        timers.insert(10, noop());
+        assert!(timers.pop_due(10, max_seq).is_some());
+        assert!(timers.pop_due(10, max_seq).is_some());
+        assert!(
+            timers.pop_due(10, max_seq).is_none(),
+            "the younger timer waits"
+        );
+        assert_eq!(timers.len(), 1);
+        assert!(timers.pop_due(10, timers.last_seq()).is_some());
     }
 
     #[test]
     fn stale_id_after_slot_reuse_is_refused() {
         let mut timers = Timers::new();
         let first = timers.insert(1, noop());
-        assert!(timers.pop_due(1).is_some());
+        assert!(timers.pop_due(1, u64::MAX).is_some());
         let second = timers.insert(2, noop());
         assert_eq!(first.key, second.key, "slot reused");
         assert!(!timers.cancel(first));
