@@ -464,7 +464,9 @@ impl Loop {
     }
 
     fn wait_timeout(&mut self, wait: Wait) -> Option<Duration> {
+        // Completions a mid-tick flush already reaped are ready as well.
         if !self.ready.is_empty()
+            || !self.raw_completions.is_empty()
             || !self.deferred.is_empty()
             || self.stopped
             || self.shared.has_pending()
