@@ -123,7 +123,7 @@ backend_tests! {
                 }
                 total += n;
                 reads += 1;
-                if reads % 16 == 0 {
+                if reads.is_multiple_of(16) {
                     std::thread::sleep(Duration::from_millis(1)); // a slow reader
                 }
             }
@@ -491,33 +491,6 @@ fn restore_sigmask(old: &libc::sigset_t) {
     }
 }
 
-/// Counts tracing events by level on the thread that installs it.
-struct LevelCounter {
-    info_or_louder: Arc<AtomicUsize>,
-    quieter: Arc<AtomicUsize>,
-}
-
-impl tracing::Subscriber for LevelCounter {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() <= tracing::Level::INFO {
-            eprintln!("loud event: {:?}", event.metadata());
-            self.info_or_louder.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.quieter.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 backend_tests! {
     fn the_hot_path_logs_nothing_at_info_or_above(backend) {
         let loud = Arc::new(AtomicUsize::new(0));
@@ -525,6 +498,7 @@ backend_tests! {
         let subscriber = LevelCounter {
             info_or_louder: loud.clone(),
             quieter: quiet.clone(),
+            ..LevelCounter::default()
         };
         tracing::subscriber::with_default(subscriber, || {
             let (mut lp, addr, listener) = echo_loop(backend, 1);

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use ringvisor::Backend;
@@ -115,4 +116,36 @@ pub fn pattern_byte(index: usize) -> u8 {
 /// `len` bytes of the test pattern.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(pattern_byte).collect()
+}
+
+/// Counts tracing events by level on the thread that installs it.
+#[derive(Default)]
+pub struct LevelCounter {
+    pub warn: Arc<AtomicUsize>,
+    pub info_or_louder: Arc<AtomicUsize>,
+    pub quieter: Arc<AtomicUsize>,
+}
+
+impl tracing::Subscriber for LevelCounter {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.warn.fetch_add(1, Ordering::SeqCst);
+        }
+        if *event.metadata().level() <= tracing::Level::INFO {
+            eprintln!("loud event: {:?}", event.metadata());
+            self.info_or_louder.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.quieter.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
