@@ -8,7 +8,7 @@
 //! `u32::MAX`, which the op table never hands out.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,27 @@ impl UringDriver {
         // addresses) until settled, and internal buffers live in `self` and are
         // drained before it is dropped.
         unsafe { self.ring.submission().push(entry).is_ok() }
+    }
+
+    /// Pushes a close preceded by a cancel of every request still pending on
+    /// that fd (hard-linked, so the close runs whatever the cancel finds). An
+    /// in-flight request holds its own reference to the file, so a bare close
+    /// would leave a recv or accept waiting forever and the socket open; the
+    /// poll backend fails such waiters at close as well. Kernels without
+    /// fd-matching cancels (before 5.19) fail the cancel, and the close runs.
+    fn push_close(&mut self, fd: RawFd, close: &squeue::Entry) -> bool {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(CANCEL_TAG);
+        // SAFETY: the cancel points at no memory; the close's memory rules
+        // are `push_entry`'s.
+        unsafe {
+            self.ring
+                .submission()
+                .push_multiple(&[cancel, close.clone()])
+                .is_ok()
+        }
     }
 
     /// Queues the internal requests: pending cancels and the wakeup read.
@@ -295,7 +316,11 @@ impl Driver for UringDriver {
         _stats: &mut Stats,
     ) -> Push {
         let entry = build_sqe(kind).user_data(token(id));
-        if self.push_entry(&entry) {
+        let pushed = match *kind {
+            OpKind::Close { fd } => self.push_close(fd, &entry),
+            _ => self.push_entry(&entry),
+        };
+        if pushed {
             Push::Accepted
         } else {
             Push::Full

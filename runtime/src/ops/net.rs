@@ -239,7 +239,9 @@ impl Loop {
         })
     }
 
-    /// Closes any fd (socket or file).
+    /// Closes any fd (socket or file). Socket ops still pending on `fd`
+    /// complete first, with an `ECANCELED` I/O error (call [`Loop::cancel`]
+    /// beforehand to get [`crate::OpError::Canceled`] instead).
     pub fn close(
         &mut self,
         fd: RawFd,
