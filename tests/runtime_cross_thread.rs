@@ -126,6 +126,60 @@ backend_tests! {
     }
 }
 
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a do-nothing SIGUSR1 handler without SA_RESTART, so every signal
+/// interrupts a blocking syscall with EINTR. Only this file's tests use SIGUSR1.
+fn interrupt_with_sigusr1() {
+    // SAFETY: sigaction with a handler that does nothing, set up in a local.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+backend_tests! {
+    fn signals_interrupting_the_wait_neither_fail_nor_spin_the_loop(backend) {
+        const SIGNALS: u64 = 200;
+        interrupt_with_sigusr1();
+        let mut lp = Loop::builder().backend(backend).build().expect("loop");
+        let (fd, _peer) = tcp_pair(backend);
+        lp.recv(fd, Vec::with_capacity(8), |_, res, _| {
+            let err = res.expect_err("ended by the close at the end");
+            assert_eq!(err.raw_os_error(), Some(libc::ECANCELED));
+        });
+        let fired = Arc::new(AtomicBool::new(false));
+        let f = fired.clone();
+        let started = Instant::now();
+        lp.timer(Duration::from_millis(300), move |_| f.store(true, Ordering::SeqCst));
+        // SAFETY: pthread_self has no preconditions.
+        let loop_thread = unsafe { libc::pthread_self() };
+        let signaller = std::thread::spawn(move || {
+            for _ in 0..SIGNALS {
+                // SAFETY: the loop thread outlives this thread (joined below).
+                unsafe { libc::pthread_kill(loop_thread, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        });
+        while !fired.load(Ordering::SeqCst) {
+            lp.run_once().expect("an interrupted wait is not an error");
+        }
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        signaller.join().expect("signaller");
+        let stats = lp.stats();
+        // At most one tick per signal, plus the timer's: no spinning.
+        assert!(stats.ticks <= SIGNALS + 5, "{stats:?}");
+        assert_eq!(stats.ops_in_flight, 1, "the recv still waits");
+        lp.close(fd, |_, _| {});
+        lp.run().expect("run");
+    }
+}
+
 fn count_and_maybe_stop(lp: &mut Loop) {
     let ran = lp.extension_mut::<Ran>().expect("ran");
     ran.0 += 1;
