@@ -1,4 +1,4 @@
-//! User-space timers: an indexed binary min-heap over a slab.
+//! User-space timers: an indexed 4-ary min-heap over a slab.
 //!
 //! Insert and cancel are O(log n); a canceled timer leaves nothing behind, so
 //! a million pending timers cost one slab entry and one heap entry each, and
@@ -45,6 +45,15 @@ impl HeapItem {
     fn before(&self, other: &HeapItem) -> bool {
         (self.deadline_ns, self.seq) < (other.deadline_ns, other.seq)
     }
+}
+
+/// Children per heap node. Four halves the depth of a binary heap, and with
+/// it the scattered writes to the slab that each level of a sift makes; the
+/// four children sit next to each other in the heap array.
+const ARITY: usize = 4;
+
+fn parent_of(index: usize) -> usize {
+    (index - 1) / ARITY
 }
 
 /// The pending timers of one loop.
@@ -137,7 +146,7 @@ impl Timers {
         if index < self.heap.len() {
             self.set_index(index);
             // The moved item may belong above or below its new place.
-            if index > 0 && self.heap[index].before(&self.heap[(index - 1) / 2]) {
+            if index > 0 && self.heap[index].before(&self.heap[parent_of(index)]) {
                 self.sift_up(index);
             } else {
                 self.sift_down(index);
@@ -153,7 +162,7 @@ impl Timers {
 
     fn sift_up(&mut self, mut index: usize) {
         while index > 0 {
-            let parent = (index - 1) / 2;
+            let parent = parent_of(index);
             if !self.heap[index].before(&self.heap[parent]) {
                 break;
             }
@@ -167,16 +176,16 @@ impl Timers {
     fn sift_down(&mut self, mut index: usize) {
         let len = self.heap.len();
         loop {
-            let left = 2 * index + 1;
-            if left >= len {
+            let first = ARITY * index + 1;
+            if first >= len {
                 break;
             }
-            let right = left + 1;
-            let child = if right < len && self.heap[right].before(&self.heap[left]) {
-                right
-            } else {
-                left
-            };
+            let mut child = first;
+            for candidate in first + 1..(first + ARITY).min(len) {
+                if self.heap[candidate].before(&self.heap[child]) {
+                    child = candidate;
+                }
+            }
             if !self.heap[child].before(&self.heap[index]) {
                 break;
             }
@@ -232,6 +241,52 @@ mod tests {
             last = deadline;
             timers.pop_due(u64::MAX, u64::MAX);
         }
+    }
+
+    /// Checks the module invariants: indexes match and the heap is ordered.
+    fn assert_invariants(timers: &Timers) {
+        for (i, item) in timers.heap.iter().enumerate() {
+            assert_eq!(timers.entries[item.key as usize].heap_index as usize, i);
+            if i > 0 {
+                assert!(
+                    !item.before(&timers.heap[parent_of(i)]),
+                    "heap order at {i}"
+                );
+            }
+        }
+        assert_eq!(timers.entries.len(), timers.heap.len());
+    }
+
+    #[test]
+    fn random_inserts_cancels_and_pops_keep_the_invariants() {
+        let mut timers = Timers::new();
+        let mut live: Vec<TimerId> = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut now = 0;
+        for step in 0..20_000 {
+            match next() % 4 {
+                0 | 1 => live.push(timers.insert(now + next() % 1000, noop())),
+                2 if !live.is_empty() => {
+                    let id = live.swap_remove((next() % live.len() as u64) as usize);
+                    // False if it was popped already.
+                    timers.cancel(id);
+                }
+                _ => {
+                    now += next() % 50;
+                    while timers.pop_due(now, timers.last_seq()).is_some() {}
+                }
+            }
+            if step % 97 == 0 {
+                assert_invariants(&timers);
+            }
+        }
+        assert_invariants(&timers);
     }
 
     #[test]
