@@ -62,6 +62,23 @@ backend_tests! {
         assert_eq!(*fired.borrow(), (0..1000).collect::<Vec<_>>());
     }
 
+    fn plain_function_timers_fire_in_order_with_closures_and_cancel_alike(backend) {
+        fn push(lp: &mut Loop, n: u64) {
+            lp.extension_mut::<Vec<u64>>().expect("order").push(n);
+        }
+        let mut lp = new_loop(backend);
+        lp.insert_extension(Vec::<u64>::new());
+        lp.defer(|lp| {
+            lp.timer_fn(Duration::from_millis(3), push, 3);
+            lp.timer(Duration::from_millis(1), |lp| push(lp, 1));
+            let gone = lp.timer_fn(Duration::from_millis(2), push, 99);
+            lp.timer_fn(Duration::from_millis(1), push, 2);
+            assert!(lp.cancel_timer(gone));
+        });
+        lp.run().expect("run");
+        assert_eq!(lp.extension::<Vec<u64>>().expect("order"), &[1, 2, 3]);
+    }
+
     fn canceled_timers_never_fire(backend) {
         let mut lp = new_loop(backend);
         let fired: Fired = Rc::default();

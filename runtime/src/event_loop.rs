@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::handle::{LoopHandle, Posted, Shared};
 use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompletion, Settled};
 use crate::stats::Stats;
-use crate::timer::{TimerId, Timers};
+use crate::timer::{TimerCallback, TimerId, Timers};
 
 mod drain;
 mod extensions;
@@ -226,7 +226,29 @@ impl Loop {
     ) -> TimerId {
         self.refresh_clock_outside_callbacks();
         let deadline_ns = self.clock.deadline_ns(after);
-        self.timers.insert(deadline_ns, Box::new(callback))
+        self.timers
+            .insert(deadline_ns, TimerCallback::Boxed(Box::new(callback)))
+    }
+
+    /// Like [`Loop::timer`] with a plain function and one word of context:
+    /// nothing is allocated, for timers set on hot paths.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// # use std::time::Duration;
+    /// fn fired(lp: &mut Loop, n: u64) {
+    ///     assert_eq!(n, 7);
+    ///     lp.stop();
+    /// }
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.timer_fn(Duration::from_millis(1), fired, 7);
+    /// lp.run().unwrap();
+    /// ```
+    pub fn timer_fn(&mut self, after: Duration, callback: fn(&mut Loop, u64), arg: u64) -> TimerId {
+        self.refresh_clock_outside_callbacks();
+        let deadline_ns = self.clock.deadline_ns(after);
+        self.timers
+            .insert(deadline_ns, TimerCallback::Fn(callback, arg))
     }
 
     /// Runs `callback` later in this tick, after the callbacks already
@@ -567,7 +589,7 @@ impl Loop {
         let max_seq = self.timers.last_seq();
         while let Some(callback) = self.timers.pop_due(now_ns, max_seq) {
             self.stats.timers_fired += 1;
-            callback(self);
+            callback.run(self);
         }
     }
 

@@ -6,7 +6,7 @@
 //! deadlines fire in the order they were set (a sequence number breaks ties).
 //!
 //! Invariants: `heap[i].key` names a live slab entry whose `heap_index == i`;
-//! the heap is ordered by `(deadline_ns, seq)`.
+//! the heap is ordered by `(deadline_ns, seq)`; sequence numbers are unique.
 
 use crate::event_loop::Loop;
 
@@ -26,10 +26,25 @@ pub struct TimerId {
     seq: u64,
 }
 
-pub(crate) type TimerCallback = Box<dyn FnOnce(&mut Loop)>;
+/// What runs when a timer fires: a boxed closure, or a plain function with
+/// one word of context (no allocation, for hot paths).
+pub(crate) enum TimerCallback {
+    Boxed(Box<dyn FnOnce(&mut Loop)>),
+    Fn(fn(&mut Loop, u64), u64),
+}
 
+impl TimerCallback {
+    pub(crate) fn run(self, lp: &mut Loop) {
+        match self {
+            TimerCallback::Boxed(f) => f(lp),
+            TimerCallback::Fn(f, arg) => f(lp, arg),
+        }
+    }
+}
+
+/// A timer's slab slot. Its sequence number lives only in its heap item
+/// (`heap[heap_index].seq`), which keeps a pending timer at 64 bytes.
 struct Entry {
-    seq: u64,
     heap_index: u32,
     callback: TimerCallback,
 }
@@ -87,7 +102,6 @@ impl Timers {
         let seq = self.next_seq;
         let heap_index = self.heap.len() as u32;
         let key = self.entries.insert(Entry {
-            seq,
             heap_index,
             callback,
         });
@@ -106,14 +120,16 @@ impl Timers {
 
     /// Removes a pending timer; false if it already fired or was canceled.
     pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
-        match self.entries.get(id.key as usize) {
-            Some(entry) if entry.seq == id.seq => {
-                let index = entry.heap_index as usize;
-                drop(self.remove_at(index));
-                true
-            }
-            _ => false,
+        let Some(entry) = self.entries.get(id.key as usize) else {
+            return false;
+        };
+        let index = entry.heap_index as usize;
+        // A reused slot holds a younger timer with another sequence number.
+        if self.heap[index].seq != id.seq {
+            return false;
         }
+        drop(self.remove_at(index));
+        true
     }
 
     /// The sequence number of the latest timer set; timers set later have
@@ -202,7 +218,7 @@ mod tests {
     use super::*;
 
     fn noop() -> TimerCallback {
-        Box::new(|_| {})
+        TimerCallback::Boxed(Box::new(|_| {}))
     }
 
     #[test]

@@ -108,6 +108,30 @@ impl ChildSpec {
         }
     }
 
+    /// Like [`ChildSpec::worker`], and registered under its id, so clients
+    /// find it again after a restart (`whereis(id)`).
+    pub fn named_worker<S: GenServer>(
+        id: impl Into<String>,
+        args: impl Fn() -> S::Args + 'static,
+    ) -> ChildSpec {
+        let id = id.into();
+        let name = id.clone();
+        let start: StartFn = Rc::new(move |lp, parent| {
+            let options = StartOptions {
+                parent: Some(parent),
+                ..StartOptions::named(name.clone())
+            };
+            gen_server::start::<S>(lp, args(), options).map(|server| server.pid())
+        });
+        ChildSpec {
+            id,
+            start,
+            restart: Restart::Permanent,
+            shutdown: WORKER_SHUTDOWN_DEFAULT,
+            kind: ChildKind::Worker,
+        }
+    }
+
     /// A child from a custom start function (a worker; change with `kind`).
     pub fn from_fn(
         id: impl Into<String>,

@@ -23,6 +23,30 @@ impl Loop {
         old
     }
 
+    /// The stored value of type `T`, inserting `make()` first if there is
+    /// none (one lookup on the hot path).
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// let mut lp = Loop::new().unwrap();
+    /// *lp.extension_or_insert_with(|| 0u64) += 5;
+    /// assert_eq!(*lp.extension_or_insert_with(|| 0u64), 5);
+    /// ```
+    pub fn extension_or_insert_with<T: 'static>(&mut self, make: impl FnOnce() -> T) -> &mut T {
+        let id = TypeId::of::<T>();
+        let index = match self.extensions.iter().position(|(t, _)| *t == id) {
+            Some(index) => index,
+            None => {
+                self.extensions.push((id, Box::new(make())));
+                self.extensions.len() - 1
+            }
+        };
+        self.extensions[index]
+            .1
+            .downcast_mut()
+            .expect("TypeId matched")
+    }
+
     /// The stored value of type `T`, if any.
     pub fn extension<T: 'static>(&self) -> Option<&T> {
         let id = TypeId::of::<T>();
