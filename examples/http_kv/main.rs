@@ -47,6 +47,9 @@ fn main() -> std::io::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    // A shard's panic is a crash its supervisor handles: log it as one
+    // structured line (the supervisor's report follows), not a raw dump.
+    std::panic::set_hook(Box::new(|info| tracing::error!(%info, "panic")));
     let config = Config::parse();
     let signals = block_stop_signals();
     std::fs::create_dir_all(&config.data_dir)?;

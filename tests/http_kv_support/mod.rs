@@ -79,6 +79,16 @@ impl Server {
     /// Like [`Server::start`], with `RLIMIT_NOFILE` set to `fd_limit`.
     pub fn start_with_fd_limit(backend: Backend, extra: &[&str], fd_limit: Option<u64>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(backend, extra, fd_limit, dir)
+    }
+
+    /// Starts the server on an existing data directory (a restart).
+    pub fn start_in(
+        backend: Backend,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+        dir: tempfile::TempDir,
+    ) -> Server {
         let mut cmd = Command::new(binary());
         cmd.args(["--addr", "127.0.0.1:0", "--backend", backend_flag(backend)])
             .arg("--data-dir")
@@ -160,6 +170,16 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Kills the server if it still runs and hands back its data directory.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// `/_status` as JSON.
