@@ -41,16 +41,60 @@ pub struct Completer<T> {
 impl<T: 'static> Completer<T> {
     /// Delivers the op's outcome to the process (dropped if it has exited).
     pub fn complete(self, lp: &mut Loop, value: T) {
+        let Some(op) = self.op.get() else {
+            return;
+        };
+        // An op the process no longer owns was canceled by its exit: the
+        // outcome (buffers included) is dropped here, never delivered.
+        if !process::owns_op(lp, self.pid, op) {
+            return;
+        }
         // Deliver before disowning: disowning the last op of a lingering
         // process schedules its final exit, which must come after this.
         (self.deliver)(lp, self.pid, value, self.then);
-        if let Some(op) = self.op.get() {
-            process::disown_op(lp, self.pid, op);
+        process::disown_op(lp, self.pid, op);
+    }
+}
+
+/// Delivers the outcome of any async work (not a loop op: a store close, a
+/// reply from elsewhere) into the process that made it; see [`Ctx::later`].
+pub struct Later<S: GenServer, T> {
+    pid: Pid,
+    epoch: u32,
+    then: Option<LaterFn<S, T>>,
+}
+
+type LaterFn<S, T> = Box<dyn FnOnce(&mut S, &mut Ctx<S>, T)>;
+
+impl<S: GenServer, T: 'static> Later<S, T> {
+    /// Runs the continuation inside the process with `value`. Dropped if the
+    /// process exited since the continuation was made (unless it was made by
+    /// `terminate`, whose work the exit waits for).
+    pub fn complete(mut self, lp: &mut Loop, value: T) {
+        let then = self.then.take().expect("completed once");
+        if process::hold_is_current(lp, self.pid, self.epoch) {
+            gen_server::send_run::<S>(lp, self.pid, move |state, ctx| then(state, ctx, value));
         }
+        process::release(lp, self.pid, self.epoch);
     }
 }
 
 impl<'a, S: GenServer> Ctx<'a, S> {
+    /// A continuation for async work that is not a loop op. Like [`Ctx::io`],
+    /// work made by `terminate` holds the exiting process (up to its shutdown
+    /// timeout) until the continuation completes.
+    pub fn later<T: 'static>(
+        &mut self,
+        then: impl FnOnce(&mut S, &mut Ctx<S>, T) + 'static,
+    ) -> Later<S, T> {
+        let epoch = process::hold(self.lp, self.pid);
+        Later {
+            pid: self.pid,
+            epoch,
+            then: Some(Box::new(then)),
+        }
+    }
+
     pub(crate) fn new(lp: &'a mut Loop, pid: Pid) -> Ctx<'a, S> {
         Ctx {
             lp,

@@ -48,7 +48,7 @@ use ringvisor_runtime::{Loop, TimerId};
 pub use crate::call::{reply, CallError, From, INFINITY};
 pub use crate::ctx::{Completer, Ctx};
 use crate::pid::{ExitReason, MonitorRef, Pid};
-use crate::process::{self, Pending, Process, SendError, SysMsg, MAILBOX_CAPACITY_DEFAULT};
+use crate::process::{self, Pending, Process, Ran, SendError, SysMsg, MAILBOX_CAPACITY_DEFAULT};
 
 /// A behaviour whose state is `Self`. Every callback runs on the loop thread,
 /// one at a time, under `catch_unwind`: a panic ends the process with
@@ -391,10 +391,7 @@ pub fn call<S: GenServer>(
     timeout: Duration,
     continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
 ) {
-    if let Err(e) = process::check_send(lp, server.pid) {
-        lp.defer(move |lp| continuation(lp, Err(e.into())));
-        return;
-    }
+    // A refused send fails the call through its entry, from the loop.
     let from = crate::call::begin::<S::Reply>(lp, server.pid, timeout, continuation);
     let alias = crate::call::from_alias(&from);
     if let Err(e) = send::<S>(lp, server.pid, Msg::Call(request, from)) {
@@ -470,13 +467,14 @@ impl<S: GenServer> ServerProc<S> {
         }
     }
 
-    /// Runs one callback for `msg` under catch_unwind.
-    fn dispatch(&mut self, lp: &mut Loop, pid: Pid, msg: Msg<S>) -> Result<Next<S>, ExitReason> {
-        let mut ctx = Ctx::new(lp, pid);
+    /// Runs the callback for one message (no catch_unwind here: the whole
+    /// batch runs under one, see `run_batch`).
+    fn handle(&mut self, msg: Msg<S>, ctx: &mut Ctx<S>) -> Next<S> {
         let state = &mut self.state;
-        let result = catch_unwind(AssertUnwindSafe(|| match msg {
+        match msg {
             Msg::Call(request, from) => {
-                match state.handle_call(request, from_clone(&from), &mut ctx) {
+                let alias = from_clone(&from);
+                match state.handle_call(request, alias, ctx) {
                     Reply::Now(value, next) => {
                         crate::call::reply(ctx.lp(), from, value);
                         next
@@ -490,9 +488,9 @@ impl<S: GenServer> ServerProc<S> {
                     }
                 }
             }
-            Msg::Cast(message) => state.handle_cast(message, &mut ctx),
-            Msg::Info(info) => state.handle_info(Info::Msg(info), &mut ctx),
-            Msg::IdleTimeout(_) => state.handle_info(Info::Timeout, &mut ctx),
+            Msg::Cast(message) => state.handle_cast(message, ctx),
+            Msg::Info(info) => state.handle_info(Info::Msg(info), ctx),
+            Msg::IdleTimeout(_) => state.handle_info(Info::Timeout, ctx),
             Msg::Sys(SysMsg::Down {
                 pid,
                 reason,
@@ -503,38 +501,52 @@ impl<S: GenServer> ServerProc<S> {
                     reason,
                     monitor,
                 },
-                &mut ctx,
+                ctx,
             ),
             Msg::Sys(SysMsg::Exit { pid, reason }) => {
-                state.handle_info(Info::Exit { pid, reason }, &mut ctx)
+                state.handle_info(Info::Exit { pid, reason }, ctx)
             }
             Msg::Run(f) => {
-                f(state, &mut ctx);
+                f(state, ctx);
                 Next::Wait
             }
-        }));
-        let stop = ctx.take_stop();
-        match (result, stop) {
-            (Err(panic), _) => Err(ExitReason::from_panic(panic)),
-            (Ok(_), Some(reason)) => Err(reason),
-            (Ok(next), None) => Ok(next),
         }
     }
 
-    fn run_continue(
+    /// Handles up to `budget` messages (and continues) with one context.
+    /// Returns a stop reason if a callback asked to stop.
+    fn run_batch(
         &mut self,
-        lp: &mut Loop,
-        pid: Pid,
-        work: S::Continue,
-    ) -> Result<Next<S>, ExitReason> {
-        let mut ctx = Ctx::new(lp, pid);
-        let state = &mut self.state;
-        let result = catch_unwind(AssertUnwindSafe(|| state.handle_continue(work, &mut ctx)));
-        match (result, ctx.take_stop()) {
-            (Err(panic), _) => Err(ExitReason::from_panic(panic)),
-            (Ok(_), Some(reason)) => Err(reason),
-            (Ok(next), None) => Ok(next),
+        ctx: &mut Ctx<S>,
+        budget: usize,
+        counts: &mut (usize, usize),
+    ) -> Option<ExitReason> {
+        while counts.0 < budget {
+            let next = if let Some(work) = self.pending_continue.take() {
+                self.state.handle_continue(work, ctx)
+            } else {
+                let msg = self.mailbox.pop_front()?;
+                counts.0 += 1;
+                counts.1 += usize::from(msg.is_user());
+                if let Msg::IdleTimeout(seq) = msg {
+                    if seq != self.idle_seq || self.idle_timer.is_none() {
+                        continue; // a timeout that lost the race with a message
+                    }
+                    self.idle_timer = None;
+                } else if let Some(timer) = self.idle_timer.take() {
+                    ctx.lp().cancel_timer(timer);
+                }
+                self.handle(msg, ctx)
+            };
+            if let Some(reason) = ctx.take_stop() {
+                return Some(reason);
+            }
+            let pid = ctx.pid();
+            if let Some(reason) = self.apply(ctx.lp(), pid, next) {
+                return Some(reason);
+            }
         }
+        None
     }
 
     /// After terminate, only continuations of its async work run; calls
@@ -579,46 +591,38 @@ impl<S: GenServer> Process for ServerProc<S> {
         !self.mailbox.is_empty() || (self.pending_continue.is_some() && !self.terminated)
     }
 
-    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> (usize, Option<ExitReason>) {
-        let mut handled = 0;
-        while handled < budget {
-            if self.terminated {
+    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran {
+        let mut counts = (0, 0);
+        if self.terminated {
+            while counts.0 < budget {
                 let Some(msg) = self.mailbox.pop_front() else {
                     break;
                 };
-                handled += 1;
+                counts.0 += 1;
+                counts.1 += usize::from(msg.is_user());
                 self.run_terminated(lp, pid, msg);
-                continue;
             }
-            let outcome = if let Some(work) = self.pending_continue.take() {
-                self.run_continue(lp, pid, work)
-            } else {
-                let Some(msg) = self.mailbox.pop_front() else {
-                    break;
-                };
-                handled += 1;
-                if msg.is_user() {
-                    process::took_user_message(lp, pid);
-                }
-                if let Msg::IdleTimeout(seq) = msg {
-                    if seq != self.idle_seq || self.idle_timer.is_none() {
-                        continue; // a timeout that lost the race with a message
-                    }
-                    self.idle_timer = None;
-                } else {
-                    self.cancel_idle(lp);
-                }
-                self.dispatch(lp, pid, msg)
+            return Ran {
+                handled: counts.0,
+                user_handled: counts.1,
+                exit: None,
             };
-            let stop = match outcome {
-                Ok(next) => self.apply(lp, pid, next),
-                Err(reason) => Some(reason),
-            };
-            if stop.is_some() {
-                return (handled, stop);
-            }
         }
-        (handled, None)
+        // One catch_unwind for the batch: a panic ends the process at the
+        // message that panicked; nothing after it runs.
+        let mut ctx = Ctx::new(lp, pid);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.run_batch(&mut ctx, budget, &mut counts)
+        }));
+        let exit = match result {
+            Ok(exit) => exit,
+            Err(panic) => Some(ExitReason::from_panic(panic)),
+        };
+        Ran {
+            handled: counts.0,
+            user_handled: counts.1,
+            exit,
+        }
     }
 
     fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason) {

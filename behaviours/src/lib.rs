@@ -11,9 +11,11 @@
 mod call;
 pub mod codec;
 mod ctx;
+pub mod durable;
 pub mod gen_event;
 pub mod gen_server;
 pub mod listener;
+pub mod persist;
 mod pid;
 mod process;
 pub mod remote;
@@ -21,7 +23,7 @@ pub mod step;
 pub mod supervisor;
 
 pub use call::{reply, waiting as calls_waiting, CallError, From, INFINITY};
-pub use ctx::{Completer, Ctx, TimerRef};
+pub use ctx::{Completer, Ctx, Later, TimerRef};
 pub use gen_server::{GenServer, Info, Init, Next, Reply, ServerRef, StartError, StartOptions};
 pub use pid::{ExitReason, MonitorRef, Pid};
 pub use process::{

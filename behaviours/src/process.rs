@@ -75,12 +75,22 @@ pub(crate) trait Process: 'static {
     /// Takes a message that waited in the overflow.
     fn accept(&mut self, pending: Pending);
     fn has_messages(&self) -> bool;
-    /// Handles up to `budget` messages. `Some(reason)` asks to exit.
-    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> (usize, Option<ExitReason>);
+    /// Handles up to `budget` messages.
+    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran;
     /// Runs the user's terminate callback (which must not unwind out).
     fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason);
     /// Fails every queued call with `reason`; drops other messages.
     fn fail_queued(&mut self, lp: &mut Loop, reason: &ExitReason);
+}
+
+/// What one run of a process did.
+pub(crate) struct Ran {
+    /// Messages handled (the scheduler's budget unit).
+    pub(crate) handled: usize,
+    /// Of those, user messages (they free mailbox capacity).
+    pub(crate) user_handled: usize,
+    /// Set if the process asked to exit (or panicked).
+    pub(crate) exit: Option<ExitReason>,
 }
 
 /// How a process is being stopped from outside.
@@ -108,6 +118,10 @@ struct Slot {
     monitors: Vec<(MonitorRef, Pid)>,
     timers: Vec<TimerId>,
     ops: Vec<OpId>,
+    /// Outstanding `Ctx::later` continuations of the current epoch.
+    holds: u32,
+    /// Bumped at exit: continuations from before it are dropped.
+    hold_epoch: u32,
     fds: Vec<RawFd>,
     /// Set once the process is exiting: it takes no more messages.
     exiting: Option<ExitReason>,
@@ -131,18 +145,15 @@ pub(crate) struct Processes {
 
 /// The process table of a loop, created on first use.
 pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
-    if lp.extension::<Processes>().is_none() {
-        lp.insert_extension(Processes {
-            slots: slab::Slab::new(),
-            next_generation: 0,
-            next_monitor: 0,
-            names: HashMap::new(),
-            run_queue: VecDeque::new(),
-            pass_scheduled: false,
-            call_failers: Vec::new(),
-        });
-    }
-    lp.extension_mut::<Processes>().expect("just inserted")
+    lp.extension_or_insert_with(|| Processes {
+        slots: slab::Slab::new(),
+        next_generation: 0,
+        next_monitor: 0,
+        names: HashMap::new(),
+        run_queue: VecDeque::new(),
+        pass_scheduled: false,
+        call_failers: Vec::new(),
+    })
 }
 
 impl Processes {
@@ -184,6 +195,8 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
         monitors: Vec::new(),
         timers: Vec::new(),
         ops: Vec::new(),
+        holds: 0,
+        hold_epoch: 0,
         fds: Vec::new(),
         exiting: None,
         linger_timer: None,
@@ -295,20 +308,6 @@ pub fn mailbox_len(lp: &mut Loop, pid: Pid) -> Option<usize> {
     table(lp).slot(pid).map(|s| s.queued)
 }
 
-/// Checks that `pid` can take a user message now.
-pub(crate) fn check_send(lp: &mut Loop, pid: Pid) -> Result<(), SendError> {
-    match table(lp).slot(pid) {
-        Some(slot) if slot.exiting.is_none() => {
-            if slot.queued >= slot.capacity {
-                Err(SendError::Overloaded)
-            } else {
-                Ok(())
-            }
-        }
-        _ => Err(SendError::NoProc),
-    }
-}
-
 /// Delivers a message to `pid`'s typed mailbox. `push` receives the process
 /// object (downcast by the caller); while the process runs, the message is
 /// boxed into the overflow. `user` messages count toward the capacity.
@@ -339,7 +338,9 @@ pub(crate) fn deliver<M: 'static>(
         Some(process) => push(process, message),
         None => slot.overflow.push(Pending::User(Box::new(message))),
     }
-    schedule(lp, pid);
+    if procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
+    }
     Ok(())
 }
 
@@ -359,24 +360,21 @@ pub(crate) fn deliver_sys(lp: &mut Loop, pid: Pid, msg: SysMsg) {
     schedule(lp, pid);
 }
 
-/// Called by a behaviour when it took a user message off its mailbox.
-pub(crate) fn took_user_message(lp: &mut Loop, pid: Pid) {
-    if let Some(slot) = table(lp).slot_mut(pid) {
-        debug_assert!(slot.queued > 0);
-        slot.queued = slot.queued.saturating_sub(1);
+fn schedule(lp: &mut Loop, pid: Pid) {
+    if table(lp).enqueue(pid) {
+        lp.defer(scheduler_pass);
     }
 }
 
-fn schedule(lp: &mut Loop, pid: Pid) {
-    let procs = table(lp);
-    let slot = procs.slot_mut(pid).expect("scheduling a live process");
-    if !slot.in_run_queue {
-        slot.in_run_queue = true;
-        procs.run_queue.push_back(pid);
-    }
-    if !procs.pass_scheduled {
-        procs.pass_scheduled = true;
-        lp.defer(scheduler_pass);
+impl Processes {
+    /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
+    fn enqueue(&mut self, pid: Pid) -> bool {
+        let slot = self.slot_mut(pid).expect("scheduling a live process");
+        if !slot.in_run_queue {
+            slot.in_run_queue = true;
+            self.run_queue.push_back(pid);
+        }
+        !std::mem::replace(&mut self.pass_scheduled, true)
     }
 }
 
@@ -410,26 +408,34 @@ fn run_one(lp: &mut Loop, pid: Pid) -> usize {
     let Some(mut process) = slot.process.take() else {
         return 0; // being built or already running: rescheduled when put back
     };
-    let (handled, exit) = process.run(lp, pid, PROCESS_BUDGET);
-    put_back(lp, pid, process);
-    if let Some(reason) = exit {
+    let ran = process.run(lp, pid, PROCESS_BUDGET);
+    put_back_after(lp, pid, process, ran.user_handled);
+    if let Some(reason) = ran.exit {
         exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
     }
-    handled
+    ran.handled
 }
 
-fn put_back(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
+fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
+    put_back_after(lp, pid, process, 0);
+}
+
+/// Puts a process back after a run that took `user_handled` user messages
+/// off its mailbox, hands it what arrived meanwhile, and reschedules it.
+fn put_back_after(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, user_handled: usize) {
     let procs = table(lp);
     let Some(slot) = procs.slot_mut(pid) else {
         return;
     };
+    debug_assert!(slot.queued >= user_handled);
+    slot.queued = slot.queued.saturating_sub(user_handled);
     for pending in slot.overflow.drain(..) {
         process.accept(pending);
     }
     let ready = process.has_messages();
     slot.process = Some(process);
-    if ready {
-        schedule(lp, pid);
+    if ready && procs.enqueue(pid) {
+        lp.defer(scheduler_pass);
     }
 }
 
@@ -476,6 +482,11 @@ pub(crate) fn disown_timer(lp: &mut Loop, pid: Pid, timer: TimerId) {
     }
 }
 
+/// True while `op` is owned by `pid` (false once the exit canceled it).
+pub(crate) fn owns_op(lp: &mut Loop, pid: Pid, op: OpId) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.ops.contains(&op))
+}
+
 pub(crate) fn own_op(lp: &mut Loop, pid: Pid, op: OpId) {
     if let Some(slot) = table(lp).slot_mut(pid) {
         slot.ops.push(op);
@@ -489,10 +500,48 @@ pub(crate) fn disown_op(lp: &mut Loop, pid: Pid, op: OpId) {
         return;
     };
     slot.ops.retain(|o| *o != op);
-    if slot.ops.is_empty() && slot.linger_timer.is_some() {
+    finish_lingering_if_idle(lp, pid);
+}
+
+/// Registers an outstanding continuation; returns its epoch.
+pub(crate) fn hold(lp: &mut Loop, pid: Pid) -> u32 {
+    match table(lp).slot_mut(pid) {
+        Some(slot) => {
+            slot.holds += 1;
+            slot.hold_epoch
+        }
+        None => u32::MAX,
+    }
+}
+
+/// True if a continuation of `epoch` still counts (the process did not exit
+/// since it was made, or it was made by `terminate`).
+pub(crate) fn hold_is_current(lp: &mut Loop, pid: Pid, epoch: u32) -> bool {
+    table(lp).slot(pid).is_some_and(|s| s.hold_epoch == epoch)
+}
+
+/// A continuation of `epoch` completed or was dropped.
+pub(crate) fn release(lp: &mut Loop, pid: Pid, epoch: u32) {
+    let Some(slot) = table(lp).slot_mut(pid) else {
+        return;
+    };
+    if slot.hold_epoch != epoch {
+        return;
+    }
+    debug_assert!(slot.holds > 0);
+    slot.holds = slot.holds.saturating_sub(1);
+    finish_lingering_if_idle(lp, pid);
+}
+
+/// A lingering process with no more async work finishes exiting.
+fn finish_lingering_if_idle(lp: &mut Loop, pid: Pid) {
+    let Some(slot) = table(lp).slot_mut(pid) else {
+        return;
+    };
+    if slot.ops.is_empty() && slot.holds == 0 && slot.linger_timer.is_some() {
         let timer = slot.linger_timer.take().expect("checked");
         lp.cancel_timer(timer);
-        // Finish after this completion's continuation has run.
+        // Finish after the continuation being delivered now has run.
         lp.defer(move |lp| finalize(lp, pid));
     }
 }
@@ -559,6 +608,20 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
     if let Some(name) = slot.name.take() {
         procs.names.remove(&name);
     }
+    // Ops from the process's life are canceled now; only work `terminate`
+    // starts may hold the process (lingering) until it completes.
+    let ops = table(lp)
+        .slot_mut(pid)
+        .map(|s| {
+            // Continuations made before the exit no longer count.
+            s.holds = 0;
+            s.hold_epoch = s.hold_epoch.wrapping_add(1);
+            std::mem::take(&mut s.ops)
+        })
+        .unwrap_or_default();
+    for op in ops {
+        lp.cancel(op);
+    }
     if let Kill::Terminate(grace) = how {
         let process = table(lp).slot_mut(pid).and_then(|s| s.process.take());
         if let Some(mut process) = process {
@@ -574,7 +637,9 @@ fn exit_process(lp: &mut Loop, pid: Pid, reason: ExitReason, how: Kill) {
         for timer in timers {
             lp.cancel_timer(timer);
         }
-        let lingering = table(lp).slot(pid).is_some_and(|s| !s.ops.is_empty());
+        let lingering = table(lp)
+            .slot(pid)
+            .is_some_and(|s| !s.ops.is_empty() || s.holds > 0);
         if lingering {
             tracing::debug!(%pid, ?grace, "process lingers for its async work after terminate");
             let timer = lp.timer(grace, move |lp| {

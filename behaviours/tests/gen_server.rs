@@ -267,3 +267,50 @@ backend_tests! {
         assert_eq!(ringvisor_behaviours::whereis(&mut lp, "stopper"), None);
     }
 }
+
+struct Picky;
+
+impl GenServer for Picky {
+    type Args = u8;
+    type Call = ();
+    type Reply = ();
+    type Cast = ();
+    type Info = ();
+    type Continue = ();
+    fn init(mode: u8, _ctx: &mut Ctx<Self>) -> Init<Self> {
+        match mode {
+            0 => Init::Ignore,
+            1 => Init::Stop(ExitReason::error("refused")),
+            2 => panic!("init blew up"),
+            _ => Init::ok(Picky),
+        }
+    }
+    fn handle_call(&mut self, _: (), _: From<()>, _: &mut Ctx<Self>) -> Reply<Self> {
+        Reply::now(())
+    }
+}
+
+backend_tests! {
+    // gen_server_SUITE: start (ignore, stop, crash in init) — no process is left behind.
+    fn init_ignore_stop_and_panic_start_nothing(backend) {
+        use ringvisor_behaviours::StartError;
+        let mut lp = new_loop(backend);
+        assert_eq!(gen_server::start::<Picky>(&mut lp, 0, StartOptions::named("p")).unwrap_err(), StartError::Ignored);
+        assert_eq!(
+            gen_server::start::<Picky>(&mut lp, 1, StartOptions::named("p")).unwrap_err(),
+            StartError::Stopped(ExitReason::error("refused"))
+        );
+        match gen_server::start::<Picky>(&mut lp, 2, StartOptions::named("p")) {
+            Err(StartError::Stopped(ExitReason::Panic(m))) => assert!(m.contains("init blew up")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ringvisor_behaviours::process_count(&mut lp), 0);
+        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "p"), None, "name released");
+        let ok = gen_server::start::<Picky>(&mut lp, 3, StartOptions::named("p")).unwrap();
+        assert_eq!(
+            gen_server::start::<Picky>(&mut lp, 3, StartOptions::named("p")).unwrap_err(),
+            StartError::NameTaken("p".into())
+        );
+        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "p"), Some(ok.pid()));
+    }
+}

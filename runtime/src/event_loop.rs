@@ -25,6 +25,9 @@ use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompl
 use crate::stats::Stats;
 use crate::timer::{TimerCallback, TimerId, Timers};
 
+mod drain;
+mod extensions;
+
 /// Default io_uring submission queue size.
 pub const SQ_ENTRIES_DEFAULT: u32 = 256;
 /// Default size of the poll backend's regular-file thread pool.
@@ -103,6 +106,8 @@ impl LoopBuilder {
             deferred: VecDeque::new(),
             extensions: Vec::new(),
             stopped: false,
+            in_callbacks: false,
+            recently_closed: Vec::new(),
             _not_send: PhantomData,
         })
     }
@@ -153,6 +158,11 @@ pub struct Loop {
     /// Typed state layered on the loop (the behaviours' process table).
     extensions: Vec<(TypeId, Box<dyn Any>)>,
     stopped: bool,
+    /// True while a tick runs callbacks: they all share the tick's time.
+    in_callbacks: bool,
+    /// Fds closed through the loop in this tick or the last, with the tick:
+    /// a `send_all` on them must not send its rest to a reused fd number.
+    recently_closed: Vec<(RawFd, u64)>,
     /// Callbacks are not `Send`, and neither is the loop.
     _not_send: PhantomData<*const ()>,
 }
@@ -207,14 +217,38 @@ impl Loop {
     }
 
     /// Calls `callback` once `after` has passed, from a later tick (never from
-    /// inside this call, even for a zero duration).
+    /// inside this call, even for a zero duration). Inside a callback, `after`
+    /// counts from the tick's time ([`Loop::now`]); outside, from the present.
     pub fn timer(
         &mut self,
         after: Duration,
         callback: impl FnOnce(&mut Loop) + 'static,
     ) -> TimerId {
+        self.refresh_clock_outside_callbacks();
         let deadline_ns = self.clock.deadline_ns(after);
-        self.timers.insert(deadline_ns, Box::new(callback))
+        self.timers
+            .insert(deadline_ns, TimerCallback::Boxed(Box::new(callback)))
+    }
+
+    /// Like [`Loop::timer`] with a plain function and one word of context:
+    /// nothing is allocated, for timers set on hot paths.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// # use std::time::Duration;
+    /// fn fired(lp: &mut Loop, n: u64) {
+    ///     assert_eq!(n, 7);
+    ///     lp.stop();
+    /// }
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.timer_fn(Duration::from_millis(1), fired, 7);
+    /// lp.run().unwrap();
+    /// ```
+    pub fn timer_fn(&mut self, after: Duration, callback: fn(&mut Loop, u64), arg: u64) -> TimerId {
+        self.refresh_clock_outside_callbacks();
+        let deadline_ns = self.clock.deadline_ns(after);
+        self.timers
+            .insert(deadline_ns, TimerCallback::Fn(callback, arg))
     }
 
     /// Runs `callback` later in this tick, after the callbacks already
@@ -231,49 +265,6 @@ impl Loop {
     /// ```
     pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
         self.deferred.push_back(Box::new(callback));
-    }
-
-    /// Stores a value of type `T` in the loop, replacing any earlier one.
-    /// Layers built on the loop (the behaviours) keep their state here, so
-    /// every callback that gets `&mut Loop` can reach it.
-    ///
-    /// ```
-    /// # use ringvisor_runtime::Loop;
-    /// let mut lp = Loop::new().unwrap();
-    /// lp.insert_extension(7u32);
-    /// *lp.extension_mut::<u32>().unwrap() += 1;
-    /// assert_eq!(lp.extension::<u32>(), Some(&8));
-    /// ```
-    pub fn insert_extension<T: 'static>(&mut self, value: T) -> Option<T> {
-        let old = self.remove_extension::<T>();
-        self.extensions.push((TypeId::of::<T>(), Box::new(value)));
-        old
-    }
-
-    /// The stored value of type `T`, if any.
-    pub fn extension<T: 'static>(&self) -> Option<&T> {
-        let id = TypeId::of::<T>();
-        self.extensions
-            .iter()
-            .find(|(t, _)| *t == id)
-            .and_then(|(_, v)| v.downcast_ref())
-    }
-
-    /// The stored value of type `T`, mutably.
-    pub fn extension_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        let id = TypeId::of::<T>();
-        self.extensions
-            .iter_mut()
-            .find(|(t, _)| *t == id)
-            .and_then(|(_, v)| v.downcast_mut())
-    }
-
-    /// Takes the stored value of type `T` out of the loop.
-    pub fn remove_extension<T: 'static>(&mut self) -> Option<T> {
-        let id = TypeId::of::<T>();
-        let pos = self.extensions.iter().position(|(t, _)| *t == id)?;
-        let (_, value) = self.extensions.swap_remove(pos);
-        Some(*value.downcast::<T>().expect("TypeId matched"))
     }
 
     /// Cancels a pending timer; false if it already fired or was canceled.
@@ -387,6 +378,7 @@ impl Loop {
 
     /// Runs for `duration`, or until nothing is pending or `stop()`.
     pub fn run_for(&mut self, duration: Duration) -> io::Result<()> {
+        self.refresh_clock_outside_callbacks();
         let end_ns = self.clock.deadline_ns(duration);
         while self.has_work() {
             self.tick(Wait::Until(end_ns))?;
@@ -395,6 +387,14 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Between runs the cached time goes stale (the caller may have done
+    /// anything since the last tick): re-read it before computing a deadline.
+    fn refresh_clock_outside_callbacks(&mut self) {
+        if !self.in_callbacks {
+            self.clock.update();
+        }
     }
 
     fn take_stop(&mut self) -> bool {
@@ -413,6 +413,10 @@ impl Loop {
 
     fn tick(&mut self, wait: Wait) -> io::Result<()> {
         self.stats.ticks += 1;
+        let tick = self.stats.ticks;
+        // A send's partial completion arrives at most a tick after the close.
+        self.recently_closed
+            .retain(|&(_, closed_at)| closed_at + 1 >= tick);
         self.flush_submissions()?;
         let timeout = self.wait_timeout(wait);
         let mut done = std::mem::take(&mut self.raw_completions);
@@ -431,10 +435,12 @@ impl Loop {
         }
         self.raw_completions = done;
         result?;
+        self.in_callbacks = true;
         self.run_posted();
         self.run_due_timers();
         self.run_ready();
         self.run_deferred();
+        self.in_callbacks = false;
         Ok(())
     }
 
@@ -448,7 +454,9 @@ impl Loop {
     }
 
     fn wait_timeout(&mut self, wait: Wait) -> Option<Duration> {
+        // Completions a mid-tick flush already reaped are ready as well.
         if !self.ready.is_empty()
+            || !self.raw_completions.is_empty()
             || !self.deferred.is_empty()
             || self.stopped
             || self.shared.has_pending()
@@ -494,6 +502,9 @@ impl Loop {
             ) {
                 Push::Accepted => {
                     tracing::trace!(op = slot.kind.name(), key, "submit");
+                    if let OpKind::Close { fd } = slot.kind {
+                        self.recently_closed.push((fd, self.stats.ticks));
+                    }
                     self.submit_queue.pop_front();
                     self.ops.mark_in_kernel(key);
                     self.stats.sqes_submitted += 1;
@@ -520,7 +531,7 @@ impl Loop {
                 self.stats.completions += 1;
                 self.ready.push_back((callback, completion));
             }
-            Settled::Resubmit(id) => self.submit_queue.push_back(id),
+            Settled::Resubmit(id) => self.resubmit(id),
             Settled::Reap(fd, callback, completion) => {
                 tracing::debug!(
                     fd,
@@ -531,6 +542,31 @@ impl Loop {
                 self.stats.completions += 1;
                 self.ready.push_back((callback, completion));
             }
+        }
+    }
+
+    /// Queues the rest of a `send_all`, unless its fd was closed since it was
+    /// last handed to the backend: the number may already name another socket,
+    /// so the op ends as the close ended the others on that fd.
+    fn resubmit(&mut self, id: OpId) {
+        let key = id.key as usize;
+        let fd = self
+            .ops
+            .slot_mut(key)
+            .and_then(|slot| slot.kind.socket_fd());
+        let closed = fd.is_some_and(|fd| self.recently_closed.iter().any(|&(c, _)| c == fd));
+        if !closed {
+            self.submit_queue.push_back(id);
+            return;
+        }
+        if let Settled::Deliver(callback, completion) = self.ops.cancel_queued(key) {
+            let completion = Completion {
+                result: Err(crate::OpError::Io(io::Error::from_raw_os_error(
+                    libc::ECANCELED,
+                ))),
+                kind: completion.kind,
+            };
+            self.settled(Settled::Deliver(callback, completion));
         }
     }
 
@@ -545,17 +581,15 @@ impl Loop {
         self.posted = posted;
     }
 
-    /// Fires timers due now. Timers set by these callbacks wait for the next
-    /// tick, even if already due, so a zero-delay re-arm cannot spin here.
+    /// Fires timers due now, one at a time, so a callback can still cancel a
+    /// timer due in this same tick. Timers set by these callbacks wait for the
+    /// next tick, even if already due, so a zero-delay re-arm cannot spin here.
     fn run_due_timers(&mut self) {
         let now_ns = self.clock.now_ns();
-        let mut due: Vec<TimerCallback> = Vec::new();
-        while let Some(callback) = self.timers.pop_due(now_ns) {
-            due.push(callback);
-        }
-        self.stats.timers_fired += due.len() as u64;
-        for callback in due {
-            callback(self);
+        let max_seq = self.timers.last_seq();
+        while let Some(callback) = self.timers.pop_due(now_ns, max_seq) {
+            self.stats.timers_fired += 1;
+            callback.run(self);
         }
     }
 
@@ -570,86 +604,6 @@ impl Loop {
                 None => drop(completion),
             }
         }
-    }
-
-    /// Cancels every op and waits (bounded) for the kernel to return them.
-    /// Callbacks do not run; fds produced late are closed.
-    fn drain_for_drop(&mut self) {
-        self.submit_queue.clear();
-        for key in self.ops.keys() {
-            match self.ops.state(key) {
-                OpState::Queued => {
-                    if let Settled::Reap(fd, ..) = self.ops.cancel_queued(key) {
-                        close_now(fd);
-                    }
-                }
-                OpState::InKernel => {
-                    self.ops.mark_canceling(key);
-                    let id = self.ops.id_of(key).expect("live");
-                    let kind = &self.ops.slot_mut(key).expect("live").kind;
-                    self.driver
-                        .cancel(id, kind, &mut self.raw_completions, &mut self.stats);
-                }
-                OpState::Canceling => {}
-            }
-        }
-        let start = Instant::now();
-        while self.ops.in_kernel() > 0 && start.elapsed() < DROP_DRAIN_TIMEOUT {
-            let mut done = std::mem::take(&mut self.raw_completions);
-            let result = self.driver.wait(
-                Some(Duration::from_millis(100)),
-                &mut self.ops,
-                &mut done,
-                &mut self.stats,
-            );
-            for raw in done.drain(..) {
-                match self.ops.settle(raw) {
-                    Settled::Reap(fd, ..) => close_now(fd),
-                    Settled::Resubmit(id) => {
-                        // A send_all cut short: nobody waits for the rest.
-                        let key = id.key as usize;
-                        let _ = self.ops.cancel_queued(key);
-                    }
-                    Settled::Deliver(..) => {}
-                }
-            }
-            self.raw_completions = done;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "backend wait failed while draining a dropped loop");
-                break;
-            }
-        }
-        if self.ops.in_kernel() > 0 {
-            tracing::error!(
-                ops = self.ops.in_kernel(),
-                "kernel still holds ops of a dropped loop; leaking their memory"
-            );
-            std::mem::forget(std::mem::replace(&mut self.ops, OpTable::new()));
-        }
-    }
-}
-
-/// Closes an fd outside the ring: only while dropping the loop.
-fn close_now(fd: RawFd) {
-    // SAFETY: `fd` was produced for an op nobody will ever see complete, so
-    // this loop is its only owner.
-    unsafe {
-        libc::close(fd);
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        self.shared.close();
-        if self.ops.len() > 0 {
-            self.drain_for_drop();
-        }
-        // Ready completions, deferred work and extensions hold user callbacks
-        // and state: drop them here, while the ops they may reference are
-        // still accounted for.
-        self.ready.clear();
-        self.deferred.clear();
-        self.extensions.clear();
     }
 }
 

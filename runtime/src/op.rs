@@ -521,3 +521,7 @@ impl OpTable {
         self.slots[key].state
     }
 }
+
+#[cfg(test)]
+#[path = "op_tests.rs"]
+mod tests;

@@ -72,6 +72,8 @@ impl std::fmt::Display for Backend {
 pub(crate) enum Push {
     Accepted,
     /// No room this round (a full submission queue): flush, then retry.
+    /// Only io_uring has a queue to fill.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Full,
 }
 
@@ -127,6 +129,7 @@ pub(crate) trait Driver {
 
 /// Builds the backend asked for. `Auto` probes io_uring and falls back to poll
 /// with one warning saying why.
+#[cfg(target_os = "linux")]
 pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<dyn Driver>> {
     match requested {
         Backend::Uring => {
@@ -136,10 +139,7 @@ pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<
             tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring");
             Ok(Box::new(driver))
         }
-        Backend::Poll => {
-            tracing::debug!(file_threads = config.file_threads, "backend: poll");
-            Ok(Box::new(poll::PollDriver::open(config)?))
-        }
+        Backend::Poll => open_poll(config),
         Backend::Auto => match uring::UringDriver::open(config) {
             Ok(driver) => {
                 tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring (auto)");
@@ -147,9 +147,27 @@ pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<
             }
             Err(e) if uring::is_unavailable(&e) => {
                 tracing::warn!(reason = %e, "io_uring unavailable, falling back to poll backend");
-                Ok(Box::new(poll::PollDriver::open(config)?))
+                open_poll(config)
             }
             Err(e) => Err(e),
         },
     }
+}
+
+/// Builds the backend asked for: io_uring exists only on Linux, so `Auto`
+/// means poll (kqueue) and asking for `Uring` is an error.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+    match requested {
+        Backend::Uring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring backend unavailable: io_uring is Linux-only",
+        )),
+        Backend::Poll | Backend::Auto => open_poll(config),
+    }
+}
+
+fn open_poll(config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+    tracing::debug!(file_threads = config.file_threads, "backend: poll");
+    Ok(Box::new(poll::PollDriver::open(config)?))
 }

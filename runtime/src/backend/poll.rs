@@ -199,7 +199,8 @@ impl PollDriver {
         }
     }
 
-    /// Removes an fd's entry before it is closed, failing its waiters.
+    /// Removes an fd's entry before it is closed, failing its waiters with
+    /// `ECANCELED`, as io_uring's cancel-by-fd before a close does.
     fn forget_fd(&mut self, fd: RawFd, done: &mut Vec<RawCompletion>, stats: &mut Stats) {
         let Some(mut interest) = self.fds.remove(&fd) else {
             return;
@@ -207,7 +208,7 @@ impl PollDriver {
         for key in interest.readers.drain(..).chain(interest.writers.drain(..)) {
             done.push(RawCompletion {
                 key,
-                res: -libc::EBADF,
+                res: -libc::ECANCELED,
             });
         }
         if interest.registered {

@@ -8,7 +8,7 @@
 //! `u32::MAX`, which the op table never hands out.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,14 +151,36 @@ impl UringDriver {
         unsafe { self.ring.submission().push(entry).is_ok() }
     }
 
+    /// Pushes a close preceded by a cancel of every request still pending on
+    /// that fd (hard-linked, so the close runs whatever the cancel finds). An
+    /// in-flight request holds its own reference to the file, so a bare close
+    /// would leave a recv or accept waiting forever and the socket open; the
+    /// poll backend fails such waiters at close as well. Kernels without
+    /// fd-matching cancels (before 5.19) fail the cancel, and the close runs.
+    fn push_close(&mut self, fd: RawFd, close: &squeue::Entry) -> bool {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(CANCEL_TAG);
+        // SAFETY: the cancel points at no memory; the close's memory rules
+        // are `push_entry`'s.
+        unsafe {
+            self.ring
+                .submission()
+                .push_multiple(&[cancel, close.clone()])
+                .is_ok()
+        }
+    }
+
     /// Queues the internal requests: pending cancels and the wakeup read.
-    fn push_internal(&mut self) {
+    /// False if the SQ had no room for all of them.
+    fn push_internal(&mut self) -> bool {
         while let Some(target) = self.cancels.last().copied() {
             let entry = opcode::AsyncCancel::new(target)
                 .build()
                 .user_data(CANCEL_TAG);
             if !self.push_entry(&entry) {
-                return;
+                return false;
             }
             self.cancels.pop();
         }
@@ -167,30 +189,51 @@ impl UringDriver {
             let entry = opcode::Read::new(types::Fd(self.waker.fd.as_raw_fd()), buf, 8)
                 .build()
                 .user_data(WAKE_TAG);
-            if self.push_entry(&entry) {
-                self.wake_armed = true;
+            if !self.push_entry(&entry) {
+                return false;
             }
+            self.wake_armed = true;
         }
+        true
     }
 
-    /// Queues a fallback timeout op when the kernel lacks `EXT_ARG`.
-    fn push_timeout(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        if self.timeout_deadline.is_some_and(|d| d <= deadline) {
-            return; // one already in flight fires early enough
+    /// Queues the internal requests before a wait. When the tick's ops left
+    /// no room, they are submitted first (one extra enter): a wait without a
+    /// pending cancel or without the wakeup read could sleep through exactly
+    /// what it must see. Each round frees the whole SQ, so the rounds are
+    /// bounded by the cancels still to push.
+    fn push_internal_making_room(
+        &mut self,
+        done: &mut Vec<RawCompletion>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        let mut rounds_left = self.cancels.len() + 1;
+        while !self.push_internal() && rounds_left > 0 {
+            rounds_left -= 1;
+            self.flush(done, stats)?;
         }
+        Ok(())
+    }
+
+    /// Queues a fallback timeout op when the kernel lacks `EXT_ARG`. False if
+    /// the SQ had no room for it.
+    fn push_timeout(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         if self.timeout_deadline.is_some() {
-            // The timespec of an in-flight timeout is copied at submission,
-            // but keep it immutable anyway: just wait for a shorter one next time.
-            return;
+            // One is in flight. If it fires later than we need, the wait may
+            // oversleep this once: its timespec is not touched while in
+            // flight, and a shorter one goes out after it fired.
+            return true;
         }
         *self.timeout_ts = types::Timespec::from(timeout);
         let entry = opcode::Timeout::new(&*self.timeout_ts as *const types::Timespec)
             .build()
             .user_data(TIMEOUT_TAG);
-        if self.push_entry(&entry) {
-            self.timeout_deadline = Some(deadline);
+        if !self.push_entry(&entry) {
+            return false;
         }
+        self.timeout_deadline = Some(deadline);
+        true
     }
 
     fn enter(
@@ -273,7 +316,11 @@ impl Driver for UringDriver {
         _stats: &mut Stats,
     ) -> Push {
         let entry = build_sqe(kind).user_data(token(id));
-        if self.push_entry(&entry) {
+        let pushed = match *kind {
+            OpKind::Close { fd } => self.push_close(fd, &entry),
+            _ => self.push_entry(&entry),
+        };
+        if pushed {
             Push::Accepted
         } else {
             Push::Full
@@ -307,9 +354,18 @@ impl Driver for UringDriver {
         done: &mut Vec<RawCompletion>,
         stats: &mut Stats,
     ) -> io::Result<()> {
-        self.push_internal();
-        // Completions already in the CQ (from a mid-tick flush) mean no waiting.
-        let timeout = if self.reap(done) > 0 {
+        let done_before = done.len();
+        self.push_internal_making_room(done, stats)?;
+        if let (Some(t), false) = (timeout, self.ext_arg) {
+            if !t.is_zero() && !self.push_timeout(t) {
+                self.flush(done, stats)?;
+                self.push_timeout(t);
+            }
+        }
+        self.reap(done);
+        // Completions reaped since the tick began (from a flush that made
+        // room) are ready to deliver: do not sleep on top of them.
+        let timeout = if done.len() > done_before {
             Some(Duration::ZERO)
         } else {
             timeout
@@ -318,9 +374,6 @@ impl Driver for UringDriver {
             Some(t) if t.is_zero() => 0,
             _ => 1,
         };
-        if let (Some(t), false, 1) = (timeout, self.ext_arg, min_complete) {
-            self.push_timeout(t);
-        }
         loop {
             match self.enter(min_complete, timeout, stats) {
                 Ok(_) => break,

@@ -72,7 +72,7 @@ impl Loop {
     /// syscalls directly rather than through the ring.
     pub fn listen_tcp(&self, addr: SocketAddr, options: ListenOptions) -> io::Result<RawFd> {
         let domain = socket2::Domain::for_address(addr);
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None)?;
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         if options.reuse_port {
             socket.set_reuse_port(true)?;
@@ -118,11 +118,10 @@ impl Loop {
         callback: impl FnOnce(&mut Loop, OpResult<RawFd>) + 'static,
     ) -> OpId {
         let domain = socket2::Domain::for_address(addr);
-        let socket =
-            socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None).and_then(|s| {
-                s.set_nonblocking(self.wants_nonblocking_sockets())
-                    .map(|_| s)
-            });
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).and_then(|s| {
+            s.set_nonblocking(self.wants_nonblocking_sockets())
+                .map(|_| s)
+        });
         match socket {
             Err(e) => self.fail_early(OpKind::Nop, e, move |lp, c| {
                 callback(lp, c.result.map(|_| -1))
@@ -239,7 +238,9 @@ impl Loop {
         })
     }
 
-    /// Closes any fd (socket or file).
+    /// Closes any fd (socket or file). Socket ops still pending on `fd`
+    /// complete first, with an `ECANCELED` I/O error (call [`Loop::cancel`]
+    /// beforehand to get [`crate::OpError::Canceled`] instead).
     pub fn close(
         &mut self,
         fd: RawFd,

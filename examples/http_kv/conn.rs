@@ -1,0 +1,475 @@
+//! A connection's state machine on the loop: receive, assemble requests,
+//! hand them to the router, keep the timeouts, and close — gracefully after
+//! the last response, or at once on errors.
+//!
+//! ```text
+//! Open ──(close after flush: Connection: close, HTTP/1.0, 4xx that closes,
+//!         408, peer EOF, draining)──▶ Lingering ──(peer EOF, linger over)──▶ Closing
+//!   └──────────────(I/O error, idle or write timeout)──────────────────────────┘
+//! ```
+//! Closing cancels the connection's ops and closes its fd only once none is
+//! in flight (an fd must never be closed, and maybe reused, under an op).
+//!
+//! Timeouts use one loop timer per connection, re-armed lazily: it may fire
+//! early (the deadline moved later meanwhile), and then re-arms for the new
+//! deadline, so a keep-alive connection does not churn timers per request.
+
+use std::net::Shutdown;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use ringvisor::{Loop, OpError, OpId, TimerId};
+
+use crate::input::{Input, Limits, RecvTarget, Step};
+use crate::output::{self, Output, Responder};
+use crate::response::{Persistence, Response};
+use crate::router;
+use crate::server::{self, server_mut};
+
+/// Longest a closing connection waits for the peer to close its side
+/// (draining what it still sends) before closing anyway.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes read and dropped while lingering.
+pub const LINGER_BYTES_MAX: usize = 256 * 1024;
+
+/// A connection's address in the server's table; a stale id finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId {
+    /// Slab key.
+    pub key: u32,
+    /// Distinguishes reuses of one key.
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Lingering {
+        since: Instant,
+        dropped_bytes: usize,
+    },
+    Closing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    Idle,
+    Request,
+    Write,
+    Linger,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub fd: RawFd,
+    /// See [`ConnId::generation`].
+    pub generation: u32,
+    input: Input,
+    /// The responses.
+    pub output: Output,
+    recv_op: Option<OpId>,
+    shutdown_in_flight: bool,
+    phase: Phase,
+    /// No more requests are read on this connection.
+    read_closed: bool,
+    peer_closed: bool,
+    draining: bool,
+    /// Last byte received or sent.
+    pub last_activity: Instant,
+    timer: Option<(TimerId, Instant)>,
+}
+
+impl Conn {
+    /// Whether responses may still be sent.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Whether a request is partly received or responses are owed or unsent.
+    pub fn in_progress(&self) -> bool {
+        self.input.in_request() || !self.output.is_idle()
+    }
+
+    fn deadline(&self, idle: Duration, request: Duration) -> Option<(Instant, Expiry)> {
+        match self.phase {
+            Phase::Closing => None,
+            Phase::Lingering { since, .. } => Some((since + LINGER_TIMEOUT, Expiry::Linger)),
+            Phase::Open => {
+                if let (Some(started), false) = (
+                    self.input.started,
+                    self.read_closed || self.output.is_backlogged(),
+                ) {
+                    Some((started + request, Expiry::Request))
+                } else if let Some(sent) = self.output.send_started {
+                    Some((sent + idle, Expiry::Write))
+                } else if self.output.owed() > 0 {
+                    None
+                } else {
+                    Some((self.last_activity + idle, Expiry::Idle))
+                }
+            }
+        }
+    }
+}
+
+/// Takes over an accepted socket.
+pub fn open(lp: &mut Loop, fd: RawFd) {
+    let now = lp.now();
+    let id = server_mut(lp).insert_conn(|generation| Conn {
+        fd,
+        generation,
+        input: Input::new(),
+        output: Output::new(),
+        recv_op: None,
+        shutdown_in_flight: false,
+        phase: Phase::Open,
+        read_closed: false,
+        peer_closed: false,
+        draining: false,
+        last_activity: now,
+        timer: None,
+    });
+    pump(lp, id);
+}
+
+/// Makes all the progress the connection's state allows: assembles and
+/// dispatches requests, receives more, starts closing when done, and keeps
+/// the timer right. Called after every event on the connection.
+pub fn pump(lp: &mut Loop, id: ConnId) {
+    while let Some(step) = next_step(lp, id) {
+        match step {
+            Step::NeedMore => break,
+            Step::Continue => {
+                let Some(conn) = server_mut(lp).conn_mut(id) else {
+                    return;
+                };
+                if conn.output.push_continue() {
+                    output::schedule_flush(lp, id);
+                }
+            }
+            Step::Request(request) => {
+                let Some(responder) = take_slot(lp, id, &request) else {
+                    return;
+                };
+                dispatch_guarded(lp, responder, request);
+            }
+            Step::Error(e, method) => {
+                tracing::debug!(status = e.status, reason = e.reason, "bad request");
+                let now = lp.now();
+                let Some(conn) = server_mut(lp).conn_mut(id) else {
+                    return;
+                };
+                conn.read_closed = true;
+                let seq = conn.output.push_slot(method, now, Persistence::Close);
+                Responder { conn: id, seq }.send(lp, Response::text(e.status, e.reason));
+            }
+        }
+    }
+    start_recv(lp, id);
+    maybe_finish(lp, id);
+    rearm_timer(lp, id);
+}
+
+/// Routes a request; a bug that panics there costs that request a 500 and
+/// its connection, never the server.
+fn dispatch_guarded(lp: &mut Loop, responder: Responder, request: crate::input::Request) {
+    let run = std::panic::AssertUnwindSafe(|| router::dispatch(lp, responder, request));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!("request handler panicked; answering 500");
+        if let Some(conn) = server_mut(lp).conn_mut(responder.conn) {
+            conn.read_closed = true;
+        }
+        responder.send(lp, Response::text(500, "internal error\n"));
+    }
+}
+
+fn next_step(lp: &mut Loop, id: ConnId) -> Option<Step> {
+    let now = lp.now();
+    let s = server_mut(lp);
+    let limits = Limits {
+        max_value_bytes: s.config.max_value_bytes(),
+        shards: s.config.shards,
+        chaos: s.config.chaos,
+    };
+    let conn = s.conn_mut(id)?;
+    if conn.phase != Phase::Open || conn.read_closed || conn.output.is_backlogged() {
+        return None;
+    }
+    Some(conn.input.step(&limits, now))
+}
+
+/// Reserves the response slot of a complete request and decides whether the
+/// connection stays open after it.
+fn take_slot(lp: &mut Loop, id: ConnId, request: &crate::input::Request) -> Option<Responder> {
+    let now = lp.now();
+    let conn = server_mut(lp).conn_mut(id)?;
+    let last = !request.keep_alive || (conn.draining && !conn.input.in_request());
+    let persistence = if last {
+        conn.read_closed = true;
+        Persistence::Close
+    } else if request.announce_keep_alive {
+        Persistence::KeepAliveAnnounced
+    } else {
+        Persistence::KeepAlive
+    };
+    let seq = conn.output.push_slot(request.method, now, persistence);
+    Some(Responder { conn: id, seq })
+}
+
+fn start_recv(lp: &mut Loop, id: ConnId) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    let wanted = match conn.phase {
+        Phase::Open => {
+            !conn.read_closed
+                && !conn.peer_closed
+                && !conn.output.is_backlogged()
+                && conn.input.has_room()
+                && (!conn.draining || conn.input.in_request())
+        }
+        Phase::Lingering { .. } => true,
+        Phase::Closing => false,
+    };
+    if !wanted || conn.recv_op.is_some() {
+        return;
+    }
+    let fd = conn.fd;
+    if let Phase::Lingering { .. } = conn.phase {
+        conn.input.discard();
+    }
+    let (target, buf) = conn.input.take_recv_buffer();
+    let op = lp.recv(fd, buf, move |lp, res, buf| {
+        on_recv(lp, id, target, res, buf)
+    });
+    if let Some(conn) = server_mut(lp).conn_mut(id) {
+        conn.recv_op = Some(op);
+    }
+}
+
+fn on_recv(
+    lp: &mut Loop,
+    id: ConnId,
+    target: RecvTarget,
+    res: ringvisor::OpResult<usize>,
+    buf: Vec<u8>,
+) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.recv_op = None;
+    let received = *res.as_ref().unwrap_or(&0);
+    conn.input.put_recv_buffer(target, buf, received, now);
+    match (conn.phase, res) {
+        (Phase::Closing, _) => return try_finalize(lp, id),
+        (
+            Phase::Lingering {
+                since,
+                dropped_bytes,
+            },
+            Ok(n),
+        ) if n > 0 => {
+            let dropped_bytes = dropped_bytes + n;
+            conn.phase = Phase::Lingering {
+                since,
+                dropped_bytes,
+            };
+            if dropped_bytes > LINGER_BYTES_MAX {
+                return abort(lp, id);
+            }
+        }
+        (Phase::Lingering { .. }, Err(OpError::Canceled)) => {}
+        (Phase::Lingering { .. }, _) => return abort(lp, id),
+        (Phase::Open, Ok(0)) => {
+            conn.peer_closed = true;
+            conn.read_closed = true;
+        }
+        (Phase::Open, Ok(n)) => {
+            conn.last_activity = now;
+            server_mut(lp).metrics.bytes_received += n as u64;
+        }
+        (Phase::Open, Err(OpError::Canceled)) => {}
+        (Phase::Open, Err(e)) => return on_io_error(lp, id, "recv", e),
+    }
+    pump(lp, id);
+}
+
+/// An op on the connection failed: resets and broken pipes are a client's
+/// right and are logged quietly; the connection closes either way.
+pub fn on_io_error(lp: &mut Loop, id: ConnId, op: &'static str, e: OpError) {
+    match &e {
+        OpError::Canceled => {
+            let closing = server_mut(lp)
+                .conn_mut(id)
+                .is_some_and(|c| c.phase == Phase::Closing);
+            if closing {
+                return try_finalize(lp, id);
+            }
+            return pump(lp, id);
+        }
+        OpError::Io(io) if is_peer_gone(io) => tracing::debug!(op, error = %io, "peer went away"),
+        OpError::Io(io) => tracing::warn!(op, error = %io, "connection error"),
+    }
+    abort(lp, id);
+}
+
+fn is_peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ETIMEDOUT) | Some(libc::ENOTCONN)
+    )
+}
+
+/// Starts closing once every response is out and no more requests come.
+fn maybe_finish(lp: &mut Loop, id: ConnId) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    if conn.phase != Phase::Open || !conn.read_closed || !conn.output.is_idle() {
+        return;
+    }
+    if conn.peer_closed || (conn.draining && !conn.input.in_request()) {
+        return abort(lp, id);
+    }
+    // Half-close and read until the peer closes too, so a request it sent
+    // after the last one answered does not turn our close into a reset
+    // that destroys that answer in flight.
+    conn.phase = Phase::Lingering {
+        since: now,
+        dropped_bytes: 0,
+    };
+    conn.shutdown_in_flight = true;
+    let fd = conn.fd;
+    lp.shutdown(fd, Shutdown::Write, move |lp, _| {
+        if let Some(conn) = server_mut(lp).conn_mut(id) {
+            conn.shutdown_in_flight = false;
+            if conn.phase == Phase::Closing {
+                try_finalize(lp, id);
+            }
+        }
+    });
+    // A receive still out (canceled by a timeout) comes back first and
+    // starts the lingering reads itself.
+    start_recv(lp, id);
+}
+
+/// Closes at once: cancels what is in flight and closes the fd once all of
+/// it has come back.
+pub fn abort(lp: &mut Loop, id: ConnId) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.phase = Phase::Closing;
+    let ops = [conn.recv_op, conn.output.send_op];
+    for op in ops.into_iter().flatten() {
+        lp.cancel(op);
+    }
+    try_finalize(lp, id);
+}
+
+fn try_finalize(lp: &mut Loop, id: ConnId) {
+    let server = server_mut(lp);
+    let Some(conn) = server.conn_mut(id) else {
+        return;
+    };
+    debug_assert_eq!(conn.phase, Phase::Closing);
+    if conn.recv_op.is_some() || conn.output.send_op.is_some() || conn.shutdown_in_flight {
+        return;
+    }
+    let conn = server.conns.remove(id.key as usize);
+    if let Some((timer, _)) = conn.timer {
+        lp.cancel_timer(timer);
+    }
+    lp.close(conn.fd, |_, _| {});
+    server::on_conn_closed(lp);
+}
+
+/// Shutdown: an idle connection closes now; one with a request in progress
+/// finishes it, answers with `Connection: close`, and closes.
+pub fn drain(lp: &mut Loop, id: ConnId) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.draining = true;
+    if !conn.input.in_request() {
+        conn.read_closed = true;
+        if let Some(op) = conn.recv_op {
+            lp.cancel(op);
+        }
+    }
+    pump(lp, id);
+}
+
+fn rearm_timer(lp: &mut Loop, id: ConnId) {
+    let now = lp.now();
+    let s = server_mut(lp);
+    let (idle, request) = (s.config.idle_timeout(), s.config.request_timeout());
+    let Some(conn) = s.conn_mut(id) else { return };
+    let Some((at, _)) = conn.deadline(idle, request) else {
+        return;
+    };
+    let old = match conn.timer {
+        Some((_, armed_at)) if armed_at <= at => return,
+        Some((timer, _)) => Some(timer),
+        None => None,
+    };
+    if let Some(timer) = old {
+        lp.cancel_timer(timer);
+    }
+    let timer = lp.timer(at.saturating_duration_since(now), move |lp| {
+        on_timer(lp, id)
+    });
+    if let Some(conn) = server_mut(lp).conn_mut(id) {
+        conn.timer = Some((timer, at));
+    }
+}
+
+fn on_timer(lp: &mut Loop, id: ConnId) {
+    let now = lp.now();
+    let s = server_mut(lp);
+    let (idle, request) = (s.config.idle_timeout(), s.config.request_timeout());
+    let Some(conn) = s.conn_mut(id) else { return };
+    conn.timer = None;
+    let fd = conn.fd;
+    let Some((at, expiry)) = conn.deadline(idle, request) else {
+        return;
+    };
+    if at > now {
+        return rearm_timer(lp, id);
+    }
+    match expiry {
+        Expiry::Idle => {
+            server_mut(lp).metrics.idle_timeouts += 1;
+            tracing::debug!(fd, "idle timeout");
+            abort(lp, id);
+        }
+        Expiry::Request => request_timed_out(lp, id),
+        Expiry::Write | Expiry::Linger => {
+            tracing::debug!(fd, ?expiry, "timeout");
+            abort(lp, id);
+        }
+    }
+}
+
+/// Slowloris: the request in progress took too long to arrive. Answer 408
+/// (after any responses owed before it) and close.
+fn request_timed_out(lp: &mut Loop, id: ConnId) {
+    let now = lp.now();
+    let s = server_mut(lp);
+    s.metrics.request_timeouts += 1;
+    let Some(conn) = s.conn_mut(id) else { return };
+    tracing::debug!(fd = conn.fd, "request timeout");
+    conn.read_closed = true;
+    conn.input.started = None;
+    let method = conn.input.method();
+    let seq = conn.output.push_slot(method, now, Persistence::Close);
+    if let Some(op) = conn.recv_op {
+        lp.cancel(op);
+    }
+    Responder { conn: id, seq }.send(lp, Response::text(408, "request timeout\n"));
+    pump(lp, id);
+}

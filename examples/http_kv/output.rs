@@ -1,0 +1,237 @@
+//! A connection's output side: responses kept in request order, encoded
+//! into one buffer, and written with one send per flush.
+//!
+//! Each parsed request gets a slot (sequence number) in `pending`. A
+//! response for the front slot is encoded straight into `out`; one that
+//! completes early (another shard answered first) is encoded aside until the
+//! slots before it are done. A flush is deferred to the end of the work
+//! queued in this tick, so every response ready in a tick leaves in one
+//! `send_all`. Only one send is in flight per connection; responses ready
+//! meanwhile wait in `out` for the next.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use ringvisor::{Loop, OpId};
+
+use crate::conn::{self, ConnId};
+use crate::http::Method;
+use crate::response::{self, Persistence, Response};
+use crate::server::server_mut;
+
+/// Responses a connection may owe at once; reading pauses at this many.
+pub const PIPELINE_DEPTH_MAX: usize = 128;
+/// Bytes waiting to be sent above which reading pauses.
+pub const OUT_HIGH_WATER_BYTES: usize = 4 << 20;
+/// Send buffers kept for reuse up to this capacity (larger ones are freed).
+pub const OUT_REUSE_BYTES_MAX: usize = 64 * 1024;
+/// Times a flush steps aside (re-defers) for answers expected later in the
+/// same tick before sending what is ready.
+pub const FLUSH_DEFERRALS_MAX: u32 = 2;
+
+/// Where one request's response goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Responder {
+    /// The connection.
+    pub conn: ConnId,
+    /// The request's sequence number on it.
+    pub seq: u64,
+}
+
+impl Responder {
+    /// Delivers the response; dropped if the connection is gone.
+    pub fn send(self, lp: &mut Loop, response: Response) {
+        complete(lp, self, response);
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    method: Method,
+    started: Instant,
+    persistence: Persistence,
+    /// Encoded early, waiting for the slots before it.
+    encoded: Option<Vec<u8>>,
+}
+
+/// The output side of one connection.
+#[derive(Debug)]
+pub struct Output {
+    pending: VecDeque<Slot>,
+    head_seq: u64,
+    /// Encoded responses not yet handed to a send.
+    pub out: Vec<u8>,
+    spare: Vec<u8>,
+    /// The send in flight.
+    pub send_op: Option<OpId>,
+    /// When the send in flight started.
+    pub send_started: Option<Instant>,
+    flush_scheduled: bool,
+}
+
+impl Output {
+    /// An empty output side.
+    pub fn new() -> Output {
+        Output {
+            pending: VecDeque::new(),
+            head_seq: 0,
+            out: Vec::new(),
+            spare: Vec::new(),
+            send_op: None,
+            send_started: None,
+            flush_scheduled: false,
+        }
+    }
+
+    /// Responses owed.
+    pub fn owed(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether reading more requests should wait for output to drain.
+    pub fn is_backlogged(&self) -> bool {
+        self.pending.len() >= PIPELINE_DEPTH_MAX || self.out.len() >= OUT_HIGH_WATER_BYTES
+    }
+
+    /// Nothing owed, nothing unsent, no send in flight or scheduled.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.out.is_empty()
+            && self.send_op.is_none()
+            && !self.flush_scheduled
+    }
+
+    /// Reserves the next response slot; returns its sequence number.
+    pub fn push_slot(&mut self, method: Method, started: Instant, persistence: Persistence) -> u64 {
+        let seq = self.head_seq + self.pending.len() as u64;
+        self.pending.push_back(Slot {
+            method,
+            started,
+            persistence,
+            encoded: None,
+        });
+        seq
+    }
+
+    /// Appends the `100 Continue` interim response, if nothing is owed before it.
+    pub fn push_continue(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        self.out.extend_from_slice(response::CONTINUE);
+        true
+    }
+}
+
+/// Encodes `response` into its slot's place; flushes when it can go out.
+fn complete(lp: &mut Loop, responder: Responder, response: Response) {
+    let now = lp.now();
+    let server = server_mut(lp);
+    let Some(conn) = server
+        .conns
+        .get_mut(responder.conn.key as usize)
+        .filter(|c| c.generation == responder.conn.generation)
+    else {
+        return;
+    };
+    let output = &mut conn.output;
+    let Some(index) = responder.seq.checked_sub(output.head_seq) else {
+        return;
+    };
+    let Some(slot) = output.pending.get_mut(index as usize) else {
+        return;
+    };
+    debug_assert!(slot.encoded.is_none(), "one response per request");
+    let latency = now.saturating_duration_since(slot.started);
+    server.metrics.record(slot.method, response.status, latency);
+    let date = server.date.get(now);
+    let head_only = slot.method == Method::Head;
+    if index > 0 {
+        let mut encoded = Vec::new();
+        response::encode(&response, head_only, slot.persistence, date, &mut encoded);
+        slot.encoded = Some(encoded);
+        return;
+    }
+    response::encode(
+        &response,
+        head_only,
+        slot.persistence,
+        date,
+        &mut output.out,
+    );
+    output.pending.pop_front();
+    output.head_seq += 1;
+    while let Some(encoded) = output.pending.front_mut().and_then(|s| s.encoded.take()) {
+        output.out.extend_from_slice(&encoded);
+        output.pending.pop_front();
+        output.head_seq += 1;
+    }
+    schedule_flush(lp, responder.conn);
+}
+
+/// Schedules a flush of `conn`'s output later in this tick, unless one is
+/// scheduled or a send is in flight (its completion flushes).
+pub fn schedule_flush(lp: &mut Loop, id: ConnId) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    let output = &mut conn.output;
+    if output.flush_scheduled || output.send_op.is_some() || output.out.is_empty() {
+        return;
+    }
+    output.flush_scheduled = true;
+    lp.defer(move |lp| flush(lp, id, 0));
+}
+
+fn flush(lp: &mut Loop, id: ConnId, deferrals: u32) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    let fd = conn.fd;
+    let open = conn.is_open();
+    let output = &mut conn.output;
+    output.flush_scheduled = false;
+    if output.out.is_empty() || output.send_op.is_some() || !open {
+        return;
+    }
+    // The next response is still with a shard: its answer may come later in
+    // this tick; give it the chance to share this send.
+    if deferrals < FLUSH_DEFERRALS_MAX
+        && output.pending.front().is_some_and(|s| s.encoded.is_none())
+    {
+        output.flush_scheduled = true;
+        lp.defer(move |lp| flush(lp, id, deferrals + 1));
+        return;
+    }
+    let spare = std::mem::take(&mut output.spare);
+    let buf = std::mem::replace(&mut output.out, spare);
+    output.send_started = Some(now);
+    let op = lp.send_all(fd, buf, move |lp, res, buf| on_sent(lp, id, res, buf));
+    if let Some(conn) = server_mut(lp).conn_mut(id) {
+        conn.output.send_op = Some(op);
+    }
+}
+
+fn on_sent(lp: &mut Loop, id: ConnId, res: ringvisor::OpResult<usize>, mut buf: Vec<u8>) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.output.send_op = None;
+    conn.output.send_started = None;
+    match res {
+        Ok(n) => {
+            conn.last_activity = now;
+            buf.clear();
+            if buf.capacity() > OUT_REUSE_BYTES_MAX {
+                buf.shrink_to(OUT_REUSE_BYTES_MAX);
+            }
+            conn.output.spare = buf;
+            server_mut(lp).metrics.bytes_sent += n as u64;
+            schedule_flush(lp, id);
+            conn::pump(lp, id);
+        }
+        Err(e) => conn::on_io_error(lp, id, "send", e),
+    }
+}

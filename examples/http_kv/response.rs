@@ -1,0 +1,234 @@
+//! Responses: what the router answers, and their encoding into a
+//! connection's output buffer (status line, headers, body) without
+//! allocating.
+
+use std::io::Write;
+use std::rc::Rc;
+
+/// A response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// Fixed text.
+    Static(&'static [u8]),
+    /// A stored value, shared with the shard that holds it.
+    Shared(Rc<[u8]>),
+    /// Bytes made for this response (listings, status, metrics).
+    Owned(Vec<u8>),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Static(b) => b,
+            Body::Shared(b) => b,
+            Body::Owned(b) => b,
+        }
+    }
+}
+
+/// `Content-Type` of plain text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+/// `Content-Type` of values.
+pub const OCTETS: &str = "application/octet-stream";
+/// `Content-Type` of `/_status`.
+pub const JSON: &str = "application/json";
+/// `Content-Type` of `/metrics` (Prometheus text exposition 0.0.4).
+pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`, if there is a body.
+    pub content_type: Option<&'static str>,
+    /// The body (not sent for `HEAD`, but its length is).
+    pub body: Body,
+    /// `Allow`, for 405.
+    pub allow: Option<&'static str>,
+    /// Send `Retry-After: 1` (503).
+    pub retry_after: bool,
+}
+
+impl Response {
+    /// A response with a plain-text body.
+    pub fn text(status: u16, body: &'static str) -> Response {
+        Response {
+            status,
+            content_type: Some(TEXT),
+            body: Body::Static(body.as_bytes()),
+            allow: None,
+            retry_after: false,
+        }
+    }
+
+    /// A response with no body.
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            content_type: None,
+            body: Body::Empty,
+            allow: None,
+            retry_after: false,
+        }
+    }
+
+    /// A response with `body` of type `content_type`.
+    pub fn with_body(status: u16, content_type: &'static str, body: Body) -> Response {
+        Response {
+            status,
+            content_type: Some(content_type),
+            body,
+            allow: None,
+            retry_after: false,
+        }
+    }
+
+    /// 405 with the methods the path allows.
+    pub fn method_not_allowed(allow: &'static str) -> Response {
+        Response {
+            allow: Some(allow),
+            ..Response::text(405, "method not allowed\n")
+        }
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(body: &'static str) -> Response {
+        Response {
+            retry_after: true,
+            ..Response::text(503, body)
+        }
+    }
+}
+
+/// How the connection goes on after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Keep-alive is the default (HTTP/1.1): no header needed.
+    KeepAlive,
+    /// Keep-alive asked for by an HTTP/1.0 client: say so.
+    KeepAliveAnnounced,
+    /// The connection closes after this response.
+    Close,
+}
+
+/// The reason phrase for a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Appends `response` to `out`; without the body bytes if `head_only`.
+pub fn encode(
+    response: &Response,
+    head_only: bool,
+    persistence: Persistence,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let body = response.body.bytes();
+    // 1xx and 204 carry neither a body nor a Content-Length (RFC 9110 8.6).
+    let bodiless = response.status < 200 || response.status == 204;
+    debug_assert!(!bodiless || body.is_empty());
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        response.status,
+        reason_phrase(response.status)
+    );
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\n");
+    if !bodiless {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    if let Some(content_type) = response.content_type {
+        let _ = write!(out, "content-type: {content_type}\r\n");
+    }
+    if let Some(allow) = response.allow {
+        let _ = write!(out, "allow: {allow}\r\n");
+    }
+    if response.retry_after {
+        out.extend_from_slice(b"retry-after: 1\r\n");
+    }
+    match persistence {
+        Persistence::KeepAlive => {}
+        Persistence::KeepAliveAnnounced => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !bodiless {
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Thu, 01 Jan 1970 00:00:00 GMT";
+
+    fn encoded(r: &Response, head_only: bool, p: Persistence) -> String {
+        let mut out = Vec::new();
+        encode(r, head_only, p, DATE, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn encodes_status_headers_and_body() {
+        let r = Response::with_body(200, OCTETS, Body::Shared(Rc::from(&b"hi"[..])));
+        assert_eq!(
+            encoded(&r, false, Persistence::KeepAlive),
+            "HTTP/1.1 200 OK\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\ncontent-length: 2\r\n\
+             content-type: application/octet-stream\r\n\r\nhi"
+        );
+        let head = encoded(&r, true, Persistence::Close);
+        assert!(head.ends_with("content-length: 2\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_errors_carry_their_headers() {
+        let s = encoded(
+            &Response::empty(204),
+            false,
+            Persistence::KeepAliveAnnounced,
+        );
+        assert!(!s.contains("content-length"));
+        assert!(s.contains("connection: keep-alive\r\n"));
+        let s = encoded(
+            &Response::method_not_allowed("GET, HEAD"),
+            false,
+            Persistence::KeepAlive,
+        );
+        assert!(s.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(s.contains("allow: GET, HEAD\r\n"));
+        let s = encoded(
+            &Response::unavailable("busy\n"),
+            false,
+            Persistence::KeepAlive,
+        );
+        assert!(s.contains("retry-after: 1\r\n") && s.ends_with("busy\n"));
+    }
+}

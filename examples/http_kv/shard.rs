@@ -1,0 +1,685 @@
+//! The shard interface the HTTP side calls, and the shards behind it.
+//!
+//! The interface: [`KvRequest`] in, [`KvReply`] or [`ShardError`] out, through
+//! [`call`] with a timeout and a continuation that runs later from the loop
+//! (never inside `call`). Keys go to shards by [`shard_for_key`], a fixed
+//! FNV-1a hash, so routing survives restarts. [`info`], [`supervision`] and
+//! [`stop_all`] are what `/_status`, `/metrics` and shutdown need.
+//!
+//! The shards: one durable gen_server ([`KvShard`]) per shard, each with its
+//! own data directory (`DATA/shard-N`), registered as `shard-N`, under a
+//! `OneForOne` shard supervisor, under the root supervisor `http_kv`. A write
+//! is acknowledged once durable (with `--sync always`: group-committed, one
+//! `fdatasync` per tick for all writes of that shard). `Crash` panics the
+//! shard; its supervisor restarts it from its snapshot and log.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, DurableServer};
+use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
+use ringvisor::behaviours::persist::{DecodeError, Durability, StoreStats, RECORD_HEADER_BYTES};
+use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, Flags, Strategy};
+use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill};
+use ringvisor::Loop;
+
+use crate::config::SyncMode;
+
+/// A stored value, shared without copying between the shard and responses.
+pub type Value = Rc<[u8]>;
+
+/// A request to one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvRequest {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// This shard's keys starting with `prefix`, in byte order, at most `limit`.
+    List {
+        /// The prefix.
+        prefix: Vec<u8>,
+        /// Most keys returned.
+        limit: usize,
+    },
+    /// Crash the shard (`--chaos`).
+    Crash,
+}
+
+/// A shard's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvReply {
+    /// The value of a `Get`, if the key exists.
+    Value(Option<Value>),
+    /// A `Put` is done (durable, once shards are): `created` if the key was new.
+    Stored {
+        /// The key did not exist before.
+        created: bool,
+    },
+    /// A `Delete` is done: `existed` if there was a key to remove.
+    Deleted {
+        /// The key existed.
+        existed: bool,
+    },
+    /// The keys of a `List`.
+    Keys(Vec<Vec<u8>>),
+    /// The shard crashed as asked.
+    Crashed,
+}
+
+/// Why a shard gave no answer; every one is a 503 to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardError {
+    /// No answer within the call's timeout.
+    Timeout,
+    /// The shard's queue is full.
+    Overloaded,
+    /// The shard is not running (restarting, or gone).
+    Unavailable,
+}
+
+/// What `/_status` and `/metrics` show of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Keys held.
+    pub keys: u64,
+    /// Bytes of its write-ahead log (0 while shards are in memory only).
+    pub log_bytes: u64,
+    /// Times it was restarted (crashed and recovered).
+    pub restarts: u64,
+    /// fdatasyncs made.
+    pub fsyncs: u64,
+    /// `running`, `restarting`, ...
+    pub state: &'static str,
+}
+
+/// What shards are started with.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Number of shards.
+    pub shards: usize,
+    /// Where their files go.
+    pub data_dir: PathBuf,
+    /// When writes are made durable.
+    pub sync: SyncMode,
+    /// Requests queued per shard before `Overloaded`.
+    pub queue_capacity: usize,
+    /// Largest value a PUT may store (sizes the log's records).
+    pub max_value_bytes: usize,
+}
+
+/// The shard a key lives in: FNV-1a (64-bit) of the key bytes, modulo
+/// `shards`. Fixed, so keys stay where their files are across restarts.
+pub fn shard_for_key(key: &[u8], shards: usize) -> usize {
+    assert!(shards > 0, "at least one shard");
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = key
+        .iter()
+        .fold(OFFSET_BASIS, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    (hash % shards as u64) as usize
+}
+
+/// Name of the root supervisor.
+pub const ROOT: &str = "http_kv";
+/// Name of the shard supervisor.
+pub const SHARDS: &str = "shards";
+/// How often --sync interval fdatasyncs.
+const SYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a shard may take to flush and close when stopped.
+const SHARD_SHUTDOWN: Duration = Duration::from_secs(10);
+/// Longest key a log entry may carry (the HTTP side allows 1,024 bytes).
+const KEY_BYTES_MAX: usize = 64 * 1024;
+
+/// Counters a shard publishes for status pages.
+#[derive(Default)]
+pub struct Counters {
+    /// Recovered and serving.
+    ready: Cell<bool>,
+    keys: Cell<u64>,
+    log_bytes: Cell<u64>,
+    fsyncs: Cell<u64>,
+}
+
+/// A log entry: a change to one key.
+pub enum KvEntry {
+    /// Set a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove a key.
+    Delete(Vec<u8>),
+}
+
+/// One shard: a durable map from keys to values.
+pub struct KvShard {
+    map: BTreeMap<Vec<u8>, Value>,
+    counters: Rc<Counters>,
+    index: usize,
+}
+
+impl DurableServer for KvShard {
+    type Args = (usize, Rc<Counters>);
+    type Call = KvRequest;
+    type Reply = KvReply;
+    type Entry = KvEntry;
+
+    fn initial((index, counters): &Self::Args) -> Self {
+        counters.keys.set(0);
+        counters.ready.set(false);
+        KvShard {
+            map: BTreeMap::new(),
+            counters: counters.clone(),
+            index: *index,
+        }
+    }
+
+    fn handle_call(&self, request: KvRequest) -> Decision<Self> {
+        match request {
+            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&key).cloned())),
+            KvRequest::Put { key, value } => Decision::Record(KvEntry::Put(key, value)),
+            KvRequest::Delete { key } if self.map.contains_key(&key) => {
+                Decision::Record(KvEntry::Delete(key))
+            }
+            KvRequest::Delete { .. } => Decision::Reply(KvReply::Deleted { existed: false }),
+            KvRequest::List { prefix, limit } => {
+                let keys = self
+                    .map
+                    .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .take(limit)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Decision::Reply(KvReply::Keys(keys))
+            }
+            KvRequest::Crash => panic!("shard {} crashed on request (--chaos)", self.index),
+        }
+    }
+
+    fn apply(&mut self, entry: KvEntry) -> KvReply {
+        let reply = match entry {
+            KvEntry::Put(key, value) => KvReply::Stored {
+                created: self.map.insert(key, Value::from(value)).is_none(),
+            },
+            KvEntry::Delete(key) => KvReply::Deleted {
+                existed: self.map.remove(&key).is_some(),
+            },
+        };
+        self.counters.keys.set(self.map.len() as u64);
+        reply
+    }
+
+    fn encode_entry(entry: &KvEntry, out: &mut Vec<u8>) {
+        match entry {
+            KvEntry::Put(key, value) => {
+                out.push(b'P');
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            KvEntry::Delete(key) => {
+                out.push(b'D');
+                out.extend_from_slice(key);
+            }
+        }
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<KvEntry, DecodeError> {
+        match bytes.split_first() {
+            Some((b'P', rest)) => {
+                let (key, value) = split_key(rest)?;
+                Ok(KvEntry::Put(key.to_vec(), value.to_vec()))
+            }
+            Some((b'D', key)) => Ok(KvEntry::Delete(key.to_vec())),
+            _ => Err(DecodeError::new("unknown entry tag")),
+        }
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (key, value) in &self.map {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+
+    fn decode_state(args: &Self::Args, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut shard = KvShard::initial(args);
+        let (count, mut rest) = take_u64(bytes)?;
+        for _ in 0..count {
+            let (key, after_key) = split_key(rest)?;
+            let (len, after_len) = take_u64(after_key)?;
+            let len = usize::try_from(len).map_err(|_| DecodeError::new("value length"))?;
+            if after_len.len() < len {
+                return Err(DecodeError::new("snapshot value cut short"));
+            }
+            shard
+                .map
+                .insert(key.to_vec(), Value::from(&after_len[..len]));
+            rest = &after_len[len..];
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::new("trailing bytes after the snapshot"));
+        }
+        shard.counters.keys.set(shard.map.len() as u64);
+        Ok(shard)
+    }
+
+    fn recovered(&mut self) {
+        self.counters.ready.set(true);
+    }
+
+    fn observe(&mut self, stats: &StoreStats) {
+        self.counters.log_bytes.set(stats.bytes_written);
+        self.counters.fsyncs.set(stats.fdatasyncs);
+    }
+}
+
+/// `len: u32 LE, key, rest` -> `(key, rest)`.
+fn split_key(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (len, rest) = bytes
+        .split_at_checked(4)
+        .ok_or_else(|| DecodeError::new("key length cut short"))?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > KEY_BYTES_MAX || rest.len() < len {
+        return Err(DecodeError::new("key cut short"));
+    }
+    Ok(rest.split_at(len))
+}
+
+fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let (n, rest) = bytes
+        .split_at_checked(8)
+        .ok_or_else(|| DecodeError::new("length cut short"))?;
+    Ok((u64::from_le_bytes(n.try_into().expect("8 bytes")), rest))
+}
+
+/// What the loop keeps to reach the shards.
+struct Shards {
+    names: Vec<String>,
+    counters: Vec<Rc<Counters>>,
+}
+
+fn durability(sync: SyncMode) -> Durability {
+    match sync {
+        SyncMode::Always => Durability::Always,
+        SyncMode::Interval => Durability::Interval(SYNC_INTERVAL),
+        SyncMode::Never => Durability::Never,
+    }
+}
+
+fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> ChildSpec {
+    let name = format!("shard-{index}");
+    let mut options = DurableOptions::new(config.data_dir.join(&name));
+    options.store.durability = durability(config.sync);
+    // A record holds the largest value plus its key and entry header.
+    let store = &mut options.store;
+    store.record_bytes_max = store
+        .record_bytes_max
+        .max(config.max_value_bytes + KEY_BYTES_MAX + 16);
+    store.batch_bytes_max = store
+        .batch_bytes_max
+        .max(store.record_bytes_max + RECORD_HEADER_BYTES);
+    store.pending_bytes_max = store.pending_bytes_max.max(store.batch_bytes_max * 4);
+    store.segment_bytes_max = store.segment_bytes_max.max(store.batch_bytes_max as u64);
+    let capacity = config.queue_capacity;
+    let registered = name.clone();
+    ChildSpec::from_fn(name, move |lp, parent| {
+        let start = StartOptions {
+            name: Some(registered.clone()),
+            mailbox_capacity: capacity,
+            parent: Some(parent),
+        };
+        durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)
+            .map(|s| s.pid())
+    })
+    .shutdown(supervisor::Shutdown::Timeout(SHARD_SHUTDOWN))
+}
+
+/// Starts the supervision tree: `http_kv` over `shards` over one durable
+/// gen_server per shard.
+pub fn start(lp: &mut Loop, config: ShardConfig) -> io::Result<()> {
+    assert!(config.shards > 0 && config.queue_capacity > 0);
+    let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
+    let specs: Vec<ChildSpec> = (0..config.shards)
+        .map(|i| shard_spec(i, &config, counters[i].clone()))
+        .collect();
+    let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
+    let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
+    let root_flags = Flags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60));
+    supervisor::start(
+        lp,
+        ROOT,
+        root_flags,
+        vec![shards],
+        StartOptions::named(ROOT),
+    )
+    .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
+    let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
+    lp.insert_extension(Shards { names, counters });
+    Ok(())
+}
+
+/// False once the root supervisor gave up (a shard could not recover).
+pub fn tree_alive(lp: &Loop) -> bool {
+    supervisor::report(lp, ROOT).is_some()
+}
+
+/// True once every shard has recovered its state and serves calls.
+pub fn ready(lp: &Loop) -> bool {
+    lp.extension::<Shards>()
+        .is_some_and(|all| all.counters.iter().all(|c| c.ready.get()))
+}
+
+/// Sends `request` to shard `shard`; `reply` runs later from the loop with
+/// the answer or why there is none (`Timeout` after `timeout`).
+pub fn call(
+    lp: &mut Loop,
+    shard: usize,
+    request: KvRequest,
+    timeout: Duration,
+    reply: impl FnOnce(&mut Loop, Result<KvReply, ShardError>) + 'static,
+) {
+    debug_assert!(timeout > Duration::ZERO);
+    let pid = lp
+        .extension::<Shards>()
+        .and_then(|all| all.names.get(shard).cloned())
+        .and_then(|name| whereis(lp, &name));
+    let Some(pid) = pid else {
+        lp.defer(move |lp| reply(lp, Err(ShardError::Unavailable)));
+        return;
+    };
+    let crash = request == KvRequest::Crash;
+    let server = ServerRef::<Durable<KvShard>>::from_pid(pid);
+    gen_server::call(lp, server, request, timeout, move |lp, answer| {
+        let answer = match answer {
+            Ok(r) => Ok(r),
+            Err(CallError::Exit(ExitReason::Panic(_))) if crash => Ok(KvReply::Crashed),
+            Err(CallError::Timeout) => Err(ShardError::Timeout),
+            Err(CallError::Overloaded) => Err(ShardError::Overloaded),
+            Err(CallError::NoProc) | Err(CallError::Exit(_)) => Err(ShardError::Unavailable),
+        };
+        reply(lp, answer)
+    });
+}
+
+/// Every shard's figures, in shard order.
+pub fn info(lp: &Loop) -> Vec<ShardInfo> {
+    let children = supervisor::report(lp, SHARDS).unwrap_or_default();
+    let Some(all) = lp.extension::<Shards>() else {
+        return Vec::new();
+    };
+    all.names
+        .iter()
+        .zip(&all.counters)
+        .map(|(name, c)| {
+            let child = children.iter().find(|ch| ch.id == *name);
+            ShardInfo {
+                keys: c.keys.get(),
+                log_bytes: c.log_bytes.get(),
+                restarts: child.map_or(0, |ch| u64::from(ch.restarts)),
+                fsyncs: c.fsyncs.get(),
+                state: child.map_or("stopped", |ch| state_name(ch.state)),
+            }
+        })
+        .collect()
+}
+
+fn state_name(state: ChildState) -> &'static str {
+    match state {
+        ChildState::Running(_) => "running",
+        ChildState::Restarting => "restarting",
+        ChildState::Undefined => "stopped",
+    }
+}
+
+fn child_json(child: &ChildInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": child.id,
+        "kind": match child.kind {
+            supervisor::ChildKind::Worker => "worker",
+            supervisor::ChildKind::Supervisor => "supervisor",
+        },
+        "state": state_name(child.state),
+        "restarts": child.restarts,
+    })
+}
+
+/// The supervision tree as JSON for `/_status`.
+pub fn supervision(lp: &Loop) -> serde_json::Value {
+    let shard_children: Vec<serde_json::Value> = supervisor::report(lp, SHARDS)
+        .unwrap_or_default()
+        .iter()
+        .map(child_json)
+        .collect();
+    let root = supervisor::report(lp, ROOT);
+    let running = root.is_some();
+    let root_children: Vec<serde_json::Value> = root
+        .unwrap_or_default()
+        .iter()
+        .map(|child| {
+            let mut json = child_json(child);
+            if child.id == SHARDS {
+                json["strategy"] = "one_for_one".into();
+                json["children"] = shard_children.clone().into();
+            }
+            json
+        })
+        .collect();
+    serde_json::json!({
+        "id": ROOT,
+        "kind": "supervisor",
+        "strategy": "one_for_one",
+        "state": if running { "running" } else { "stopped" },
+        "children": root_children,
+    })
+}
+
+/// Name of what stores the data, for `/_status`.
+pub fn storage_name() -> &'static str {
+    "wal+snapshot"
+}
+
+/// Stops the tree (each shard flushes, snapshots and closes its files),
+/// then runs `done` once every shard process is gone.
+pub fn stop_all(lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
+    if let Some(root) = whereis(lp, ROOT) {
+        ringvisor::behaviours::stop_process(
+            lp,
+            root,
+            ExitReason::Shutdown,
+            Kill::Terminate(SHARD_SHUTDOWN),
+        );
+    }
+    wait_for_exit(lp, Box::new(done));
+}
+
+/// Polls until no process is left (shards linger while they flush).
+fn wait_for_exit(lp: &mut Loop, done: Box<dyn FnOnce(&mut Loop)>) {
+    if ringvisor::behaviours::process_count(lp) == 0 {
+        tracing::info!("shards flushed and stopped");
+        lp.defer(done);
+        return;
+    }
+    lp.timer(Duration::from_millis(5), move |lp| wait_for_exit(lp, done));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn config(dir: &tempfile::TempDir, capacity: usize) -> ShardConfig {
+        ShardConfig {
+            shards: 2,
+            data_dir: dir.path().to_path_buf(),
+            sync: SyncMode::Always,
+            queue_capacity: capacity,
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    /// Runs the loop until `n` answers came (shards recover first).
+    fn run_until_answers<T>(lp: &mut Loop, got: &Rc<RefCell<Vec<T>>>, n: usize) {
+        let start = std::time::Instant::now();
+        while got.borrow().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "answers did not come"
+            );
+            lp.run_for(Duration::from_millis(5)).unwrap();
+        }
+    }
+
+    #[test]
+    fn routing_is_fixed_fnv1a() {
+        // FNV-1a 64 test vectors: "" and "a".
+        assert_eq!(
+            shard_for_key(b"", 1 << 20),
+            (0xcbf2_9ce4_8422_2325u64 % (1 << 20)) as usize
+        );
+        assert_eq!(
+            shard_for_key(b"a", 1 << 20),
+            (0xaf63_dc4c_8601_ec8cu64 % (1 << 20)) as usize
+        );
+        let spread: std::collections::HashSet<usize> = (0..1000u32)
+            .map(|i| shard_for_key(&i.to_le_bytes(), 8))
+            .collect();
+        assert_eq!(spread.len(), 8);
+    }
+
+    #[test]
+    fn answers_in_order_after_the_call_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, config(&dir, 16)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let requests = [
+            KvRequest::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            KvRequest::Put {
+                key: b"k".to_vec(),
+                value: b"w".to_vec(),
+            },
+            KvRequest::Get { key: b"k".to_vec() },
+            KvRequest::List {
+                prefix: b"".to_vec(),
+                limit: 10,
+            },
+            KvRequest::Delete { key: b"k".to_vec() },
+            KvRequest::Delete { key: b"k".to_vec() },
+        ];
+        for request in requests {
+            let got = got.clone();
+            call(&mut lp, 1, request, Duration::from_secs(1), move |_, r| {
+                got.borrow_mut().push(r)
+            });
+        }
+        assert!(got.borrow().is_empty(), "never answered inside call");
+        run_until_answers(&mut lp, &got, 6);
+        assert_eq!(
+            *got.borrow(),
+            vec![
+                Ok(KvReply::Stored { created: true }),
+                Ok(KvReply::Stored { created: false }),
+                Ok(KvReply::Value(Some(Value::from(&b"w"[..])))),
+                Ok(KvReply::Keys(vec![b"k".to_vec()])),
+                Ok(KvReply::Deleted { existed: true }),
+                Ok(KvReply::Deleted { existed: false }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_is_overloaded_and_a_missing_shard_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, config(&dir, 2)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        for shard in [0, 0, 0, 7] {
+            let got = got.clone();
+            let req = KvRequest::Get { key: b"x".to_vec() };
+            call(&mut lp, shard, req, Duration::from_secs(1), move |_, r| {
+                got.borrow_mut().push(r)
+            });
+        }
+        run_until_answers(&mut lp, &got, 4);
+        let got = got.borrow();
+        assert_eq!(
+            got.iter()
+                .filter(|r| **r == Ok(KvReply::Value(None)))
+                .count(),
+            2
+        );
+        assert!(got.contains(&Err(ShardError::Overloaded)));
+        assert!(got.contains(&Err(ShardError::Unavailable)));
+    }
+
+    #[test]
+    fn crash_restarts_the_shard_from_its_durable_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, config(&dir, 16)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let put = KvRequest::Put {
+            key: b"a".to_vec(),
+            value: vec![],
+        };
+        let g = got.clone();
+        call(&mut lp, 0, put, Duration::from_secs(1), move |_, r| {
+            g.borrow_mut().push(r)
+        });
+        run_until_answers(&mut lp, &got, 1);
+        assert_eq!(info(&lp)[0].keys, 1);
+        let g = got.clone();
+        call(
+            &mut lp,
+            0,
+            KvRequest::Crash,
+            Duration::from_secs(1),
+            move |_, r| g.borrow_mut().push(r),
+        );
+        run_until_answers(&mut lp, &got, 2);
+        assert_eq!(got.borrow()[1], Ok(KvReply::Crashed));
+        let start_wait = std::time::Instant::now();
+        while info(&lp)[0].restarts < 1 || info(&lp)[0].state != "running" {
+            assert!(start_wait.elapsed() < Duration::from_secs(10));
+            lp.run_for(Duration::from_millis(5)).unwrap();
+        }
+        let g = got.clone();
+        call(
+            &mut lp,
+            0,
+            KvRequest::Get { key: b"a".to_vec() },
+            Duration::from_secs(1),
+            move |_, r| g.borrow_mut().push(r),
+        );
+        run_until_answers(&mut lp, &got, 3);
+        assert_eq!(
+            got.borrow()[2],
+            Ok(KvReply::Value(Some(Value::from(&b""[..])))),
+            "kept across the crash"
+        );
+        assert_eq!((info(&lp)[0].keys, info(&lp)[0].restarts), (1, 1));
+    }
+}
