@@ -67,6 +67,8 @@ log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in "${KV_PID[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -297,6 +299,10 @@ kv_servers() {
   echo "$s"
 }
 
+# Every KV server of a repetition runs at once (idle ones sleep in the
+# kernel), so each point is measured on every server back to back and a noisy
+# phase of the shared machine hits them alike.
+declare -A KV_PID KV_ADDR
 run_kv() {
   local rep server shape mix conns
   for rep in $(seq 1 "$REPS"); do
@@ -304,13 +310,25 @@ run_kv() {
       # shellcheck disable=SC2046
       start_server "$server" $(server_cmd "kv:$server")
       run_wrk 16 2 preload 1 # every key exists before GETs are measured
-      for shape in rr pipe16; do
-        for mix in get put; do
-          case "$server" in *-sync) [ "$mix" = put ] || continue ;; esac
-          for conns in $CONNS; do kv_point "$server" "$shape" "$mix" "$conns" "$rep"; done
+      KV_PID[$server]=$SERVER_PID
+      KV_ADDR[$server]=$SERVER_ADDR
+    done
+    for shape in rr pipe16; do
+      for mix in get put; do
+        for conns in $CONNS; do
+          for server in $(kv_servers); do
+            case "$server" in *-sync) [ "$mix" = put ] || continue ;; esac
+            SERVER_PID=${KV_PID[$server]}
+            SERVER_ADDR=${KV_ADDR[$server]}
+            kv_point "$server" "$shape" "$mix" "$conns" "$rep"
+          done
         done
       done
+    done
+    for server in $(kv_servers); do
+      SERVER_PID=${KV_PID[$server]}
       stop_server
+      unset "KV_PID[$server]"
     done
   done
 }
