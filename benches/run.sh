@@ -415,7 +415,13 @@ main() {
     cat "$OUT/micro.md" >>"$appendix"
     criterion_table "$OUT/criterion.txt" >>"$appendix"
   fi
-  write_preamble "$((SECONDS - started))" >"$WORK/preamble.md"
+  if [ "${RINGVISOR_BENCH_REPORT_ONLY:-0}" = 1 ] && [ -f "$OUT/RESULTS.md" ]; then
+    # Keep the load runs' header, say what was redone.
+    sed -n '1,/^## Results/p' "$OUT/RESULTS.md" | sed '$d' >"$WORK/preamble.md"
+    echo "- report regenerated $(date -u +%Y-%m-%dT%H:%M:%SZ) from that run's runs.csv; micro-benchmarks re-run then (git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown))" >>"$WORK/preamble.md"
+  else
+    write_preamble "$((SECONDS - started))" >"$WORK/preamble.md"
+  fi
   "$REL/report" --runs "$RUNS" --out-dir "$OUT" --preamble "$WORK/preamble.md" --appendix "$appendix"
 }
 
