@@ -120,8 +120,10 @@ backend_tests! {
 
     fn running_out_of_fds_pauses_accepting_then_resumes(backend) {
         // Far fewer fds than connections: accepts fail with EMFILE until
-        // answered connections close.
-        let s = Server::start_with_fd_limit(backend, &[], Some(32));
+        // answered connections close. The 8 durable shards hold about 24
+        // fds (lock, directory, log segment each), so 64 leaves ~30 for 80
+        // connections.
+        let s = Server::start_with_fd_limit(backend, &[], Some(64));
         let mut pending: Vec<BufReader<TcpStream>> = (0..80).map(|_| BufReader::new(s.connect())).collect();
         for c in pending.iter_mut() {
             c.get_mut().write_all(GET_A).unwrap();

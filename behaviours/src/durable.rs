@@ -37,7 +37,7 @@
 //!     fn handle_call(&self, call: Option<u64>) -> Decision<Self> {
 //!         match call { Some(n) => Decision::Record(n), None => Decision::Reply(self.0) }
 //!     }
-//!     fn apply(&mut self, n: &u64) -> u64 { self.0 += n; self.0 }
+//!     fn apply(&mut self, n: u64) -> u64 { self.0 += n; self.0 }
 //!     fn encode_entry(n: &u64, out: &mut Vec<u8>) { out.extend_from_slice(&n.to_le_bytes()) }
 //!     fn decode_entry(b: &[u8]) -> Result<u64, DecodeError> {
 //!         b.try_into().map(u64::from_le_bytes).map_err(|_| DecodeError::new("not 8 bytes"))
@@ -65,7 +65,7 @@ use ringvisor_runtime::Loop;
 
 use crate::call::From;
 use crate::gen_server::{self, Ctx, GenServer, Init, Reply, ServerRef, StartError, StartOptions};
-use crate::persist::{DecodeError, Durability, OpenError, Options, Recovered, Store};
+use crate::persist::{DecodeError, Durability, OpenError, Options, Recovered, Store, StoreStats};
 use crate::pid::ExitReason;
 
 /// Entries between snapshots by default.
@@ -95,8 +95,9 @@ pub trait DurableServer: Sized + 'static {
     /// Decides how to answer `call` (no state change here: record an entry).
     fn handle_call(&self, call: Self::Call) -> Decision<Self>;
     /// Applies an entry, live or on replay; returns the reply for a live call.
-    /// Must be deterministic and do no I/O.
-    fn apply(&mut self, entry: &Self::Entry) -> Self::Reply;
+    /// Must be deterministic, do no I/O and not panic (a logged entry that
+    /// panics would panic again on every replay): validate in `handle_call`.
+    fn apply(&mut self, entry: Self::Entry) -> Self::Reply;
     /// Appends the encoding of an entry.
     fn encode_entry(entry: &Self::Entry, out: &mut Vec<u8>);
     /// Decodes an entry.
@@ -105,6 +106,14 @@ pub trait DurableServer: Sized + 'static {
     fn encode_state(&self, out: &mut Vec<u8>);
     /// Rebuilds the state from a snapshot.
     fn decode_state(args: &Self::Args, bytes: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Sees the store's counters after each acknowledged batch (for status
+    /// pages); does nothing by default.
+    fn observe(&mut self, _stats: &StoreStats) {}
+
+    /// Runs once recovery is complete, before any call is served (a hook
+    /// for readiness checks); does nothing by default.
+    fn recovered(&mut self) {}
 }
 
 /// Where and how a durable server keeps its state.
@@ -216,8 +225,13 @@ impl<D: DurableServer> GenServer for Durable<D> {
         else {
             return;
         };
-        if self.options.store.durability == Durability::Never && reason.is_normal() {
-            // Memory only: the final snapshot is all that survives.
+        let memory_only = self.options.store.durability == Durability::Never;
+        if reason.is_normal()
+            && (memory_only || self.entries_since_snapshot > 0)
+            && !self.snapshotting
+        {
+            // A clean stop snapshots: the next start replays nothing, and
+            // for a memory-only store the snapshot is all that survives.
             let mut bytes = Vec::new();
             state.encode_state(&mut bytes);
             let _ = store.snapshot(ctx.lp(), bytes, self.last_seq, |_, _| {});
@@ -248,7 +262,10 @@ impl<D: DurableServer> Durable<D> {
             }
         };
         let state = match self.replay(&recovered) {
-            Ok(state) => state,
+            Ok(mut state) => {
+                state.recovered();
+                state
+            }
             Err(message) => {
                 tracing::error!(dir = %self.options.dir.display(), %message, "durable server cannot replay");
                 ctx.stop(ExitReason::error(message));
@@ -278,7 +295,7 @@ impl<D: DurableServer> Durable<D> {
         };
         for (seq, bytes) in &recovered.entries {
             let entry = D::decode_entry(bytes).map_err(|e| format!("log entry {seq}: {e}"))?;
-            state.apply(&entry);
+            state.apply(entry);
         }
         Ok(state)
     }
@@ -295,7 +312,6 @@ impl<D: DurableServer> Durable<D> {
             // Reads wait behind unsynced writes: never show what may be lost.
             Decision::Reply(reply) => self.held.push_back((self.last_seq, from, reply)),
             Decision::Record(entry) => {
-                let reply = state.apply(&entry);
                 let me = ctx.pid();
                 let appended = store.append_with(
                     ctx.lp(),
@@ -308,6 +324,8 @@ impl<D: DurableServer> Durable<D> {
                 );
                 match appended {
                     Ok(seq) => {
+                        // Logged first, applied second: `apply` must not panic.
+                        let reply = state.apply(entry);
                         self.last_seq = seq;
                         self.entries_since_snapshot += 1;
                         self.held.push_back((seq, from, reply));
@@ -326,7 +344,12 @@ impl<D: DurableServer> Durable<D> {
     /// An append's outcome: release replies now durable, or crash.
     fn durable(&mut self, ctx: &mut Ctx<Self>, result: std::io::Result<u64>) {
         match result {
-            Ok(seq) => self.release(ctx, seq),
+            Ok(seq) => {
+                if let Phase::Ready { state, store } = &mut self.phase {
+                    state.observe(&store.stats());
+                }
+                self.release(ctx, seq)
+            }
             Err(e) => ctx.stop(ExitReason::error(format!("log write failed: {e}"))),
         }
     }

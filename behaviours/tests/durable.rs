@@ -43,7 +43,7 @@ impl DurableServer for Counter {
             }
         }
     }
-    fn apply(&mut self, entry: &Option<u64>) -> u64 {
+    fn apply(&mut self, entry: Option<u64>) -> u64 {
         match entry {
             Some(n) => self.0 += n,
             None => self.0 = 0,

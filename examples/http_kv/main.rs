@@ -39,6 +39,9 @@ use ringvisor::{ListenOptions, Loop};
 
 use crate::config::Config;
 
+/// How long startup waits for every shard to recover its data.
+const SHARD_RECOVERY_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -57,8 +60,25 @@ fn main() -> std::io::Result<()> {
             data_dir: config.data_dir.clone(),
             sync: config.sync,
             queue_capacity: usize::try_from(config.shard_queue_capacity).unwrap_or(usize::MAX),
+            max_value_bytes: config.max_value_bytes(),
         },
     )?;
+    // Recover every shard before accepting: a connection must never meet a
+    // shard still reading its log (nor take the fds its files need).
+    let deadline = std::time::Instant::now() + SHARD_RECOVERY_MAX;
+    while !shard::ready(&lp) {
+        if !shard::tree_alive(&lp) {
+            return Err(std::io::Error::other(
+                "a shard could not recover its data; see the log",
+            ));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "shards did not recover in time; see the log",
+            ));
+        }
+        lp.run_for(std::time::Duration::from_millis(10))?;
+    }
     let banner = format!(
         "listening on {local} (backend: {}, shards: {}, data: {})",
         lp.backend(),

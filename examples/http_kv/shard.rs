@@ -1,4 +1,4 @@
-//! The shard interface the HTTP side calls, and its current implementation.
+//! The shard interface the HTTP side calls, and the shards behind it.
 //!
 //! The interface: [`KvRequest`] in, [`KvReply`] or [`ShardError`] out, through
 //! [`call`] with a timeout and a continuation that runs later from the loop
@@ -6,20 +6,26 @@
 //! FNV-1a hash, so routing survives restarts. [`info`], [`supervision`] and
 //! [`stop_all`] are what `/_status`, `/metrics` and shutdown need.
 //!
-//! The implementation: one in-memory `BTreeMap` per shard in a loop
-//! extension, each with a bounded request queue drained by a deferred pass,
-//! like a gen_server's mailbox. It keeps no files yet: `--data-dir` and
-//! `--sync` are carried in [`ShardConfig`] for the durable gen_server shards
-//! that replace it, and `Crash` clears the shard's map where those will panic
-//! and be restarted by their supervisor.
+//! The shards: one durable gen_server ([`KvShard`]) per shard, each with its
+//! own data directory (`DATA/shard-N`), registered as `shard-N`, under a
+//! `OneForOne` shard supervisor, under the root supervisor `http_kv`. A write
+//! is acknowledged once durable (with `--sync always`: group-committed, one
+//! `fdatasync` per tick for all writes of that shard). `Crash` panics the
+//! shard; its supervisor restarts it from its snapshot and log.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::io;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, DurableServer};
+use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
+use ringvisor::behaviours::persist::{DecodeError, Durability, StoreStats, RECORD_HEADER_BYTES};
+use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, Flags, Strategy};
+use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill};
 use ringvisor::Loop;
 
 use crate::config::SyncMode;
@@ -83,7 +89,6 @@ pub enum KvReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardError {
     /// No answer within the call's timeout.
-    #[allow(dead_code)] // The in-memory shards always answer within the tick.
     Timeout,
     /// The shard's queue is full.
     Overloaded,
@@ -117,6 +122,8 @@ pub struct ShardConfig {
     pub sync: SyncMode,
     /// Requests queued per shard before `Overloaded`.
     pub queue_capacity: usize,
+    /// Largest value a PUT may store (sizes the log's records).
+    pub max_value_bytes: usize,
 }
 
 /// The shard a key lives in: FNV-1a (64-bit) of the key bytes, modulo
@@ -131,38 +138,259 @@ pub fn shard_for_key(key: &[u8], shards: usize) -> usize {
     (hash % shards as u64) as usize
 }
 
-type Continuation = Box<dyn FnOnce(&mut Loop, Result<KvReply, ShardError>)>;
+/// Name of the root supervisor.
+pub const ROOT: &str = "http_kv";
+/// Name of the shard supervisor.
+pub const SHARDS: &str = "shards";
+/// How often --sync interval fdatasyncs.
+const SYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a shard may take to flush and close when stopped.
+const SHARD_SHUTDOWN: Duration = Duration::from_secs(10);
+/// Longest key a log entry may carry (the HTTP side allows 1,024 bytes).
+const KEY_BYTES_MAX: usize = 64 * 1024;
 
-struct Shard {
+/// Counters a shard publishes for status pages.
+#[derive(Default)]
+pub struct Counters {
+    /// Recovered and serving.
+    ready: Cell<bool>,
+    keys: Cell<u64>,
+    log_bytes: Cell<u64>,
+    fsyncs: Cell<u64>,
+}
+
+/// A log entry: a change to one key.
+pub enum KvEntry {
+    /// Set a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove a key.
+    Delete(Vec<u8>),
+}
+
+/// One shard: a durable map from keys to values.
+pub struct KvShard {
     map: BTreeMap<Vec<u8>, Value>,
-    queue: VecDeque<(KvRequest, Continuation)>,
-    drain_scheduled: bool,
-    restarts: u64,
+    counters: Rc<Counters>,
+    index: usize,
 }
 
+impl DurableServer for KvShard {
+    type Args = (usize, Rc<Counters>);
+    type Call = KvRequest;
+    type Reply = KvReply;
+    type Entry = KvEntry;
+
+    fn initial((index, counters): &Self::Args) -> Self {
+        counters.keys.set(0);
+        counters.ready.set(false);
+        KvShard {
+            map: BTreeMap::new(),
+            counters: counters.clone(),
+            index: *index,
+        }
+    }
+
+    fn handle_call(&self, request: KvRequest) -> Decision<Self> {
+        match request {
+            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&key).cloned())),
+            KvRequest::Put { key, value } => Decision::Record(KvEntry::Put(key, value)),
+            KvRequest::Delete { key } if self.map.contains_key(&key) => {
+                Decision::Record(KvEntry::Delete(key))
+            }
+            KvRequest::Delete { .. } => Decision::Reply(KvReply::Deleted { existed: false }),
+            KvRequest::List { prefix, limit } => {
+                let keys = self
+                    .map
+                    .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .take(limit)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Decision::Reply(KvReply::Keys(keys))
+            }
+            KvRequest::Crash => panic!("shard {} crashed on request (--chaos)", self.index),
+        }
+    }
+
+    fn apply(&mut self, entry: KvEntry) -> KvReply {
+        let reply = match entry {
+            KvEntry::Put(key, value) => KvReply::Stored {
+                created: self.map.insert(key, Value::from(value)).is_none(),
+            },
+            KvEntry::Delete(key) => KvReply::Deleted {
+                existed: self.map.remove(&key).is_some(),
+            },
+        };
+        self.counters.keys.set(self.map.len() as u64);
+        reply
+    }
+
+    fn encode_entry(entry: &KvEntry, out: &mut Vec<u8>) {
+        match entry {
+            KvEntry::Put(key, value) => {
+                out.push(b'P');
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            KvEntry::Delete(key) => {
+                out.push(b'D');
+                out.extend_from_slice(key);
+            }
+        }
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<KvEntry, DecodeError> {
+        match bytes.split_first() {
+            Some((b'P', rest)) => {
+                let (key, value) = split_key(rest)?;
+                Ok(KvEntry::Put(key.to_vec(), value.to_vec()))
+            }
+            Some((b'D', key)) => Ok(KvEntry::Delete(key.to_vec())),
+            _ => Err(DecodeError::new("unknown entry tag")),
+        }
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (key, value) in &self.map {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+
+    fn decode_state(args: &Self::Args, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut shard = KvShard::initial(args);
+        let (count, mut rest) = take_u64(bytes)?;
+        for _ in 0..count {
+            let (key, after_key) = split_key(rest)?;
+            let (len, after_len) = take_u64(after_key)?;
+            let len = usize::try_from(len).map_err(|_| DecodeError::new("value length"))?;
+            if after_len.len() < len {
+                return Err(DecodeError::new("snapshot value cut short"));
+            }
+            shard
+                .map
+                .insert(key.to_vec(), Value::from(&after_len[..len]));
+            rest = &after_len[len..];
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::new("trailing bytes after the snapshot"));
+        }
+        shard.counters.keys.set(shard.map.len() as u64);
+        Ok(shard)
+    }
+
+    fn recovered(&mut self) {
+        self.counters.ready.set(true);
+    }
+
+    fn observe(&mut self, stats: &StoreStats) {
+        self.counters.log_bytes.set(stats.bytes_written);
+        self.counters.fsyncs.set(stats.fdatasyncs);
+    }
+}
+
+/// `len: u32 LE, key, rest` -> `(key, rest)`.
+fn split_key(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (len, rest) = bytes
+        .split_at_checked(4)
+        .ok_or_else(|| DecodeError::new("key length cut short"))?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > KEY_BYTES_MAX || rest.len() < len {
+        return Err(DecodeError::new("key cut short"));
+    }
+    Ok(rest.split_at(len))
+}
+
+fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let (n, rest) = bytes
+        .split_at_checked(8)
+        .ok_or_else(|| DecodeError::new("length cut short"))?;
+    Ok((u64::from_le_bytes(n.try_into().expect("8 bytes")), rest))
+}
+
+/// What the loop keeps to reach the shards.
 struct Shards {
-    shards: Vec<Shard>,
-    config: ShardConfig,
+    names: Vec<String>,
+    counters: Vec<Rc<Counters>>,
 }
 
-/// Starts the shards.
+fn durability(sync: SyncMode) -> Durability {
+    match sync {
+        SyncMode::Always => Durability::Always,
+        SyncMode::Interval => Durability::Interval(SYNC_INTERVAL),
+        SyncMode::Never => Durability::Never,
+    }
+}
+
+fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> ChildSpec {
+    let name = format!("shard-{index}");
+    let mut options = DurableOptions::new(config.data_dir.join(&name));
+    options.store.durability = durability(config.sync);
+    // A record holds the largest value plus its key and entry header.
+    let store = &mut options.store;
+    store.record_bytes_max = store
+        .record_bytes_max
+        .max(config.max_value_bytes + KEY_BYTES_MAX + 16);
+    store.batch_bytes_max = store
+        .batch_bytes_max
+        .max(store.record_bytes_max + RECORD_HEADER_BYTES);
+    store.pending_bytes_max = store.pending_bytes_max.max(store.batch_bytes_max * 4);
+    store.segment_bytes_max = store.segment_bytes_max.max(store.batch_bytes_max as u64);
+    let capacity = config.queue_capacity;
+    let registered = name.clone();
+    ChildSpec::from_fn(name, move |lp, parent| {
+        let start = StartOptions {
+            name: Some(registered.clone()),
+            mailbox_capacity: capacity,
+            parent: Some(parent),
+        };
+        durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)
+            .map(|s| s.pid())
+    })
+    .shutdown(supervisor::Shutdown::Timeout(SHARD_SHUTDOWN))
+}
+
+/// Starts the supervision tree: `http_kv` over `shards` over one durable
+/// gen_server per shard.
 pub fn start(lp: &mut Loop, config: ShardConfig) -> io::Result<()> {
     assert!(config.shards > 0 && config.queue_capacity > 0);
-    let shards = (0..config.shards)
-        .map(|_| Shard {
-            map: BTreeMap::new(),
-            queue: VecDeque::new(),
-            drain_scheduled: false,
-            restarts: 0,
-        })
+    let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
+    let specs: Vec<ChildSpec> = (0..config.shards)
+        .map(|i| shard_spec(i, &config, counters[i].clone()))
         .collect();
-    lp.insert_extension(Shards { shards, config });
+    let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
+    let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
+    let root_flags = Flags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60));
+    supervisor::start(
+        lp,
+        ROOT,
+        root_flags,
+        vec![shards],
+        StartOptions::named(ROOT),
+    )
+    .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
+    let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
+    lp.insert_extension(Shards { names, counters });
     Ok(())
 }
 
+/// False once the root supervisor gave up (a shard could not recover).
+pub fn tree_alive(lp: &Loop) -> bool {
+    supervisor::report(lp, ROOT).is_some()
+}
+
+/// True once every shard has recovered its state and serves calls.
+pub fn ready(lp: &Loop) -> bool {
+    lp.extension::<Shards>()
+        .is_some_and(|all| all.counters.iter().all(|c| c.ready.get()))
+}
+
 /// Sends `request` to shard `shard`; `reply` runs later from the loop with
-/// the answer or why there is none. `timeout` bounds the wait (the in-memory
-/// shards answer within the tick, so it never expires here).
+/// the answer or why there is none (`Timeout` after `timeout`).
 pub fn call(
     lp: &mut Loop,
     shard: usize,
@@ -171,128 +399,127 @@ pub fn call(
     reply: impl FnOnce(&mut Loop, Result<KvReply, ShardError>) + 'static,
 ) {
     debug_assert!(timeout > Duration::ZERO);
-    let refused = match lp.extension_mut::<Shards>() {
-        None => ShardError::Unavailable,
-        Some(all) => {
-            let capacity = all.config.queue_capacity;
-            match all.shards.get_mut(shard) {
-                None => ShardError::Unavailable,
-                Some(s) if s.queue.len() >= capacity => ShardError::Overloaded,
-                Some(s) => {
-                    s.queue.push_back((request, Box::new(reply)));
-                    if !s.drain_scheduled {
-                        s.drain_scheduled = true;
-                        lp.defer(move |lp| drain(lp, shard));
-                    }
-                    return;
-                }
-            }
-        }
-    };
-    lp.defer(move |lp| reply(lp, Err(refused)));
-}
-
-/// Answers every request queued on `shard`, in order.
-fn drain(lp: &mut Loop, shard: usize) {
-    let Some(s) = lp
-        .extension_mut::<Shards>()
-        .and_then(|all| all.shards.get_mut(shard))
-    else {
+    let pid = lp
+        .extension::<Shards>()
+        .and_then(|all| all.names.get(shard).cloned())
+        .and_then(|name| whereis(lp, &name));
+    let Some(pid) = pid else {
+        lp.defer(move |lp| reply(lp, Err(ShardError::Unavailable)));
         return;
     };
-    s.drain_scheduled = false;
-    let mut queue = std::mem::take(&mut s.queue);
-    while let Some((request, reply)) = queue.pop_front() {
-        let answer = match lp
-            .extension_mut::<Shards>()
-            .and_then(|all| all.shards.get_mut(shard))
-        {
-            Some(s) => Ok(handle(s, request)),
-            None => Err(ShardError::Unavailable),
+    let crash = request == KvRequest::Crash;
+    let server = ServerRef::<Durable<KvShard>>::from_pid(pid);
+    gen_server::call(lp, server, request, timeout, move |lp, answer| {
+        let answer = match answer {
+            Ok(r) => Ok(r),
+            Err(CallError::Exit(ExitReason::Panic(_))) if crash => Ok(KvReply::Crashed),
+            Err(CallError::Timeout) => Err(ShardError::Timeout),
+            Err(CallError::Overloaded) => Err(ShardError::Overloaded),
+            Err(CallError::NoProc) | Err(CallError::Exit(_)) => Err(ShardError::Unavailable),
         };
-        reply(lp, answer);
-    }
-    // Give the queue's memory back unless continuations queued more meanwhile.
-    if let Some(s) = lp
-        .extension_mut::<Shards>()
-        .and_then(|all| all.shards.get_mut(shard))
-    {
-        if s.queue.is_empty() {
-            s.queue = queue;
-        }
-    }
-}
-
-fn handle(shard: &mut Shard, request: KvRequest) -> KvReply {
-    match request {
-        KvRequest::Get { key } => KvReply::Value(shard.map.get(&key).cloned()),
-        KvRequest::Put { key, value } => {
-            let created = shard.map.insert(key, Value::from(value)).is_none();
-            KvReply::Stored { created }
-        }
-        KvRequest::Delete { key } => KvReply::Deleted {
-            existed: shard.map.remove(&key).is_some(),
-        },
-        KvRequest::List { prefix, limit } => {
-            let keys = shard
-                .map
-                .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(&prefix))
-                .take(limit)
-                .map(|(k, _)| k.clone())
-                .collect();
-            KvReply::Keys(keys)
-        }
-        KvRequest::Crash => {
-            // Stand-in for a panic and a supervised restart from durable
-            // state; with nothing durable yet, the restart starts empty.
-            shard.map.clear();
-            shard.restarts += 1;
-            KvReply::Crashed
-        }
-    }
+        reply(lp, answer)
+    });
 }
 
 /// Every shard's figures, in shard order.
 pub fn info(lp: &Loop) -> Vec<ShardInfo> {
+    let children = supervisor::report(lp, SHARDS).unwrap_or_default();
     let Some(all) = lp.extension::<Shards>() else {
         return Vec::new();
     };
-    all.shards
+    all.names
         .iter()
-        .map(|s| ShardInfo {
-            keys: s.map.len() as u64,
-            log_bytes: 0,
-            restarts: s.restarts,
-            fsyncs: 0,
-            state: "running",
+        .zip(&all.counters)
+        .map(|(name, c)| {
+            let child = children.iter().find(|ch| ch.id == *name);
+            ShardInfo {
+                keys: c.keys.get(),
+                log_bytes: c.log_bytes.get(),
+                restarts: child.map_or(0, |ch| u64::from(ch.restarts)),
+                fsyncs: c.fsyncs.get(),
+                state: child.map_or("stopped", |ch| state_name(ch.state)),
+            }
         })
         .collect()
 }
 
-/// The supervision tree as JSON for `/_status` (null until shards are
-/// supervised gen_servers).
-pub fn supervision(_lp: &Loop) -> serde_json::Value {
-    serde_json::Value::Null
+fn state_name(state: ChildState) -> &'static str {
+    match state {
+        ChildState::Running(_) => "running",
+        ChildState::Restarting => "restarting",
+        ChildState::Undefined => "stopped",
+    }
+}
+
+fn child_json(child: &ChildInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": child.id,
+        "kind": match child.kind {
+            supervisor::ChildKind::Worker => "worker",
+            supervisor::ChildKind::Supervisor => "supervisor",
+        },
+        "state": state_name(child.state),
+        "restarts": child.restarts,
+    })
+}
+
+/// The supervision tree as JSON for `/_status`.
+pub fn supervision(lp: &Loop) -> serde_json::Value {
+    let shard_children: Vec<serde_json::Value> = supervisor::report(lp, SHARDS)
+        .unwrap_or_default()
+        .iter()
+        .map(child_json)
+        .collect();
+    let root = supervisor::report(lp, ROOT);
+    let running = root.is_some();
+    let root_children: Vec<serde_json::Value> = root
+        .unwrap_or_default()
+        .iter()
+        .map(|child| {
+            let mut json = child_json(child);
+            if child.id == SHARDS {
+                json["strategy"] = "one_for_one".into();
+                json["children"] = shard_children.clone().into();
+            }
+            json
+        })
+        .collect();
+    serde_json::json!({
+        "id": ROOT,
+        "kind": "supervisor",
+        "strategy": "one_for_one",
+        "state": if running { "running" } else { "stopped" },
+        "children": root_children,
+    })
 }
 
 /// Name of what stores the data, for `/_status`.
 pub fn storage_name() -> &'static str {
-    "memory"
+    "wal+snapshot"
 }
 
-/// Stops every shard once in-flight work is done (flush and snapshot, once
-/// they are durable), then runs `done`.
+/// Stops the tree (each shard flushes, snapshots and closes its files),
+/// then runs `done` once every shard process is gone.
 pub fn stop_all(lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
-    if let Some(all) = lp.extension::<Shards>() {
-        tracing::info!(
-            shards = all.shards.len(),
-            data_dir = %all.config.data_dir.display(),
-            sync = all.config.sync.name(),
-            "shards stopped"
+    if let Some(root) = whereis(lp, ROOT) {
+        ringvisor::behaviours::stop_process(
+            lp,
+            root,
+            ExitReason::Shutdown,
+            Kill::Terminate(SHARD_SHUTDOWN),
         );
     }
-    lp.defer(done);
+    wait_for_exit(lp, Box::new(done));
+}
+
+/// Polls until no process is left (shards linger while they flush).
+fn wait_for_exit(lp: &mut Loop, done: Box<dyn FnOnce(&mut Loop)>) {
+    if ringvisor::behaviours::process_count(lp) == 0 {
+        tracing::info!("shards flushed and stopped");
+        lp.defer(done);
+        return;
+    }
+    lp.timer(Duration::from_millis(5), move |lp| wait_for_exit(lp, done));
 }
 
 #[cfg(test)]
@@ -300,12 +527,25 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    fn config(capacity: usize) -> ShardConfig {
+    fn config(dir: &tempfile::TempDir, capacity: usize) -> ShardConfig {
         ShardConfig {
             shards: 2,
-            data_dir: PathBuf::from("unused"),
+            data_dir: dir.path().to_path_buf(),
             sync: SyncMode::Always,
             queue_capacity: capacity,
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    /// Runs the loop until `n` answers came (shards recover first).
+    fn run_until_answers<T>(lp: &mut Loop, got: &Rc<RefCell<Vec<T>>>, n: usize) {
+        let start = std::time::Instant::now();
+        while got.borrow().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "answers did not come"
+            );
+            lp.run_for(Duration::from_millis(5)).unwrap();
         }
     }
 
@@ -328,8 +568,9 @@ mod tests {
 
     #[test]
     fn answers_in_order_after_the_call_returns() {
+        let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(16)).unwrap();
+        start(&mut lp, config(&dir, 16)).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         let requests = [
             KvRequest::Put {
@@ -355,7 +596,7 @@ mod tests {
             });
         }
         assert!(got.borrow().is_empty(), "never answered inside call");
-        lp.run().unwrap();
+        run_until_answers(&mut lp, &got, 6);
         assert_eq!(
             *got.borrow(),
             vec![
@@ -371,8 +612,9 @@ mod tests {
 
     #[test]
     fn a_full_queue_is_overloaded_and_a_missing_shard_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(2)).unwrap();
+        start(&mut lp, config(&dir, 2)).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         for shard in [0, 0, 0, 7] {
             let got = got.clone();
@@ -381,7 +623,7 @@ mod tests {
                 got.borrow_mut().push(r)
             });
         }
-        lp.run().unwrap();
+        run_until_answers(&mut lp, &got, 4);
         let got = got.borrow();
         assert_eq!(
             got.iter()
@@ -394,24 +636,50 @@ mod tests {
     }
 
     #[test]
-    fn crash_clears_and_counts_a_restart() {
+    fn crash_restarts_the_shard_from_its_durable_state() {
+        let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(16)).unwrap();
+        start(&mut lp, config(&dir, 16)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
         let put = KvRequest::Put {
             key: b"a".to_vec(),
             value: vec![],
         };
-        call(&mut lp, 0, put, Duration::from_secs(1), |_, _| {});
-        lp.run().unwrap();
+        let g = got.clone();
+        call(&mut lp, 0, put, Duration::from_secs(1), move |_, r| {
+            g.borrow_mut().push(r)
+        });
+        run_until_answers(&mut lp, &got, 1);
         assert_eq!(info(&lp)[0].keys, 1);
+        let g = got.clone();
         call(
             &mut lp,
             0,
             KvRequest::Crash,
             Duration::from_secs(1),
-            |_, r| assert_eq!(r, Ok(KvReply::Crashed)),
+            move |_, r| g.borrow_mut().push(r),
         );
-        lp.run().unwrap();
-        assert_eq!((info(&lp)[0].keys, info(&lp)[0].restarts), (0, 1));
+        run_until_answers(&mut lp, &got, 2);
+        assert_eq!(got.borrow()[1], Ok(KvReply::Crashed));
+        let start_wait = std::time::Instant::now();
+        while info(&lp)[0].restarts < 1 || info(&lp)[0].state != "running" {
+            assert!(start_wait.elapsed() < Duration::from_secs(10));
+            lp.run_for(Duration::from_millis(5)).unwrap();
+        }
+        let g = got.clone();
+        call(
+            &mut lp,
+            0,
+            KvRequest::Get { key: b"a".to_vec() },
+            Duration::from_secs(1),
+            move |_, r| g.borrow_mut().push(r),
+        );
+        run_until_answers(&mut lp, &got, 3);
+        assert_eq!(
+            got.borrow()[2],
+            Ok(KvReply::Value(Some(Value::from(&b""[..])))),
+            "kept across the crash"
+        );
+        assert_eq!((info(&lp)[0].keys, info(&lp)[0].restarts), (1, 1));
     }
 }

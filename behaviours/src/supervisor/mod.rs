@@ -197,6 +197,7 @@ impl GenServer for Supervisor {
                 )));
             }
         }
+        sup.publish(ctx.lp());
         Init::ok(sup)
     }
 
@@ -206,7 +207,7 @@ impl GenServer for Supervisor {
         from: From<SupervisorReply>,
         ctx: &mut Ctx<Self>,
     ) -> Reply<Self> {
-        match call {
+        let reply = match call {
             SupervisorCall::WhichChildren => {
                 Reply::now(SupervisorReply::Children(self.which_children()))
             }
@@ -232,7 +233,9 @@ impl GenServer for Supervisor {
                     Reply::later()
                 }
             },
-        }
+        };
+        self.publish(ctx.lp());
+        reply
     }
 
     fn handle_info(&mut self, info: Info<()>, ctx: &mut Ctx<Self>) -> Next<Self> {
@@ -251,16 +254,46 @@ impl GenServer for Supervisor {
             }
             self.pump(ctx);
         }
+        self.publish(ctx.lp());
         Next::Wait
     }
 
     fn terminate(&mut self, reason: &ExitReason, ctx: &mut Ctx<Self>) {
         tracing::debug!(supervisor = %self.name, %reason, "supervisor terminating");
         self.stop_all_now(ctx);
+        if let Some(reports) = ctx.lp().extension_mut::<Reports>() {
+            reports.0.retain(|(name, _)| *name != self.name);
+        }
     }
 }
 
+/// The latest children of each live supervisor, by name, for status pages
+/// that cannot wait for a call.
+#[derive(Default)]
+struct Reports(Vec<(String, Vec<ChildInfo>)>);
+
+/// The children of the supervisor named `name` (its first argument to
+/// [`start`]) as of its last change; `None` if no such supervisor runs.
+pub fn report(lp: &Loop, name: &str) -> Option<Vec<ChildInfo>> {
+    let reports = lp.extension::<Reports>()?;
+    reports
+        .0
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, c)| c.clone())
+}
+
 impl Supervisor {
+    /// Publishes the children for [`report`] (control plane: on changes only).
+    fn publish(&self, lp: &mut Loop) {
+        let children = self.which_children();
+        let reports = lp.extension_or_insert_with(Reports::default);
+        match reports.0.iter_mut().find(|(n, _)| *n == self.name) {
+            Some((_, c)) => *c = children,
+            None => reports.0.push((self.name.clone(), children)),
+        }
+    }
+
     fn add(&mut self, spec: ChildSpec) -> u64 {
         self.next_key += 1;
         self.children.push(Child {
