@@ -14,13 +14,15 @@
 //! shutdown), `conn` (a connection's state machine) with `input` (request
 //! assembly over `http` heads and `chunked` bodies) and `output` (ordered
 //! responses, one send per flush, `response` encoding), `router` (paths to
-//! shard calls), `shard` (the shard interface), `status` and `metrics`.
+//! shard calls), `shard` (the shards and their supervision tree), `events`
+//! (request events through a gen_event manager), `status` and `metrics`.
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod chunked;
 mod config;
 mod conn;
 mod date;
+mod events;
 mod http;
 mod input;
 mod metrics;
@@ -65,6 +67,7 @@ fn main() -> std::io::Result<()> {
             queue_capacity: usize::try_from(config.shard_queue_capacity).unwrap_or(usize::MAX),
             max_value_bytes: config.max_value_bytes(),
         },
+        vec![events::spec()],
     )?;
     // Recover every shard before accepting: a connection must never meet a
     // shard still reading its log (nor take the fds its files need).
