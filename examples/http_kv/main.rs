@@ -92,7 +92,25 @@ fn main() -> std::io::Result<()> {
         config.data_dir.display()
     );
     tracing::info!(?config, "starting");
-    server::start(&mut lp, config, listener, local);
+    // The listener joins the tree last: started once the shards serve,
+    // stopped first.
+    let root = ringvisor::behaviours::whereis(&mut lp, shard::ROOT)
+        .map(ringvisor::behaviours::ServerRef::<ringvisor::behaviours::supervisor::Supervisor>::from_pid)
+        .ok_or_else(|| std::io::Error::other("the supervision tree is gone"))?;
+    let spec = server::listener_spec(config, listener, local);
+    ringvisor::behaviours::supervisor::start_child(&mut lp, root, spec, |_, started| {
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the listener did not start");
+        }
+    });
+    while ringvisor::behaviours::whereis(&mut lp, server::LISTENER).is_none() {
+        if !shard::tree_alive(&lp) {
+            return Err(std::io::Error::other(
+                "the listener did not start; see the log",
+            ));
+        }
+        lp.run_for(std::time::Duration::from_millis(10))?;
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{banner}")?;
     stdout.flush()?;
