@@ -39,6 +39,7 @@ const CALLERS: u64 = 64;
 /// Calls per iteration of the cross-thread shape (as in `behaviours.rs`).
 const CROSS_THREAD_CALLS: u64 = 2_000;
 
+#[derive(Debug)]
 enum Msg {
     Cast(u64),
     Call(u64, oneshot::Sender<u64>),
@@ -77,10 +78,7 @@ fn start_actor(rt: &Runtime, capacity: usize) -> (Mailbox, JoinHandle<()>) {
 
 async fn call(mailbox: &Mailbox, n: u64) -> u64 {
     let (tx, rx) = oneshot::channel();
-    mailbox
-        .send(Msg::Call(n, tx))
-        .await
-        .expect("actor alive");
+    mailbox.send(Msg::Call(n, tx)).await.expect("actor alive");
     rx.await.expect("reply")
 }
 
@@ -98,7 +96,7 @@ fn casts(c: &mut Criterion) {
     group.bench_function("cast", |b| {
         b.iter(|| {
             for i in 0..BATCH {
-                roomy.try_send(Msg::Cast(i)).ok().expect("room in the mailbox");
+                roomy.try_send(Msg::Cast(i)).expect("room in the mailbox");
             }
             rt.block_on(call(&roomy, 0));
         })
@@ -109,7 +107,7 @@ fn casts(c: &mut Criterion) {
             let mailbox = bounded.clone();
             rt.block_on(async move {
                 for i in 0..BATCH {
-                    mailbox.send(Msg::Cast(i)).await.ok().expect("actor alive");
+                    mailbox.send(Msg::Cast(i)).await.expect("actor alive");
                 }
                 call(&mailbox, 0).await;
             });
@@ -159,7 +157,6 @@ fn cross_thread(c: &mut Criterion) {
                         let (tx, rx) = oneshot::channel();
                         mailbox
                             .blocking_send(Msg::Call(1, tx))
-                            .ok()
                             .expect("actor alive");
                         rx.blocking_recv().expect("reply");
                     }
