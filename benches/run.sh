@@ -67,6 +67,8 @@ log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in "${KV_PID[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -156,7 +158,7 @@ kv_cmd() {
   dir=$(mktemp -d "$WORK/data.XXXXXX")
   local data=""
   if "$REL/examples/http_kv" --help 2>/dev/null | grep -q -- --data-dir; then data="--data-dir $dir"; fi
-  echo "$REL/examples/http_kv --addr 127.0.0.1:0 --backend $1 --sync $2 --shards 1 $data"
+  echo "$REL/examples/http_kv --addr 127.0.0.1:0 --backend $1 --sync $2 $data"
 }
 
 # ---------------------------------------------------------------- measuring
@@ -193,10 +195,12 @@ perf_stop() {
   SYSCALLS=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$WORK/perf.out")
 }
 
-# ringvisor http_kv: sum of its kernel-entry and fsync counters in /metrics.
+# ringvisor http_kv: a counter from /metrics, summed over its labels
+# (ringvisor_loop_syscalls_total: the loop's kernel entries;
+# ringvisor_shard_fsyncs_total: fdatasyncs of every shard).
 kv_metric() {
   curl -s "http://$SERVER_ADDR/metrics" 2>/dev/null |
-    awk -v pat="$1" '$0 !~ /^#/ && $1 ~ pat && $1 !~ /_bucket|_sum|_count/ {s += $NF; n++} END {if (n) printf "%d\n", s}'
+    awk -v name="$1" '$0 !~ /^#/ && ($1 == name || index($1, name "{") == 1) {s += $NF; n++} END {if (n) printf "%d\n", s}'
 }
 
 ratio() { awk -v a="$1" -v b="$2" -v m="${3:-1}" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.4f", m * a / b }'; }
@@ -229,7 +233,7 @@ echo_point() {
   entries=$(sed -n 's/.*, syscalls: \([0-9]*\).*/\1/p' "$WORK/$server.err" | tail -n 1 || true)
   per_entry=""
   if [ "${server#ringvisor}" != "$server" ]; then
-    [ "$server" = ringvisor-uring ] && per_entry=$(ratio "$total" "$entries")
+    per_entry=$(ratio "$total" "$entries")
     if [ "$PERF" = 0 ]; then syscalls=$entries; src=loop; fi
   fi
   [ "$PERF" = 0 ] && [ "${server#ringvisor}" = "$server" ] && src=""
@@ -257,7 +261,7 @@ kv_point() {
   local ringvisor=0
   [ "${server#ringvisor}" != "$server" ] && ringvisor=1
   local t0 t1 e0="" e1="" f0="" f1="" syscalls
-  if [ "$ringvisor" = 1 ]; then e0=$(kv_metric 'kernel_entries|syscalls'); f0=$(kv_metric 'fsync'); fi
+  if [ "$ringvisor" = 1 ]; then e0=$(kv_metric ringvisor_loop_syscalls_total); f0=$(kv_metric ringvisor_shard_fsyncs_total); fi
   t0=$(cpu_ticks "$SERVER_PID")
   perf_start
   core_mark
@@ -267,7 +271,7 @@ kv_point() {
   other=$(other_load $((t1 - t0)))
   perf_stop
   syscalls=$SYSCALLS
-  if [ "$ringvisor" = 1 ]; then e1=$(kv_metric 'kernel_entries|syscalls'); f1=$(kv_metric 'fsync'); fi
+  if [ "$ringvisor" = 1 ]; then e1=$(kv_metric ringvisor_loop_syscalls_total); f1=$(kv_metric ringvisor_shard_fsyncs_total); fi
   local line requests p50 p99 errors entries="" src=perf per_entry="" wpf=""
   line=$(grep '^RESULT' "$WORK/wrk.out" || true)
   if [ -z "$line" ]; then log "wrk failed: $(cat "$WORK/wrk.err")"; return 0; fi
@@ -295,6 +299,10 @@ kv_servers() {
   echo "$s"
 }
 
+# Every KV server of a repetition runs at once (idle ones sleep in the
+# kernel), so each point is measured on every server back to back and a noisy
+# phase of the shared machine hits them alike.
+declare -A KV_PID KV_ADDR
 run_kv() {
   local rep server shape mix conns
   for rep in $(seq 1 "$REPS"); do
@@ -302,13 +310,25 @@ run_kv() {
       # shellcheck disable=SC2046
       start_server "$server" $(server_cmd "kv:$server")
       run_wrk 16 2 preload 1 # every key exists before GETs are measured
-      for shape in rr pipe16; do
-        for mix in get put; do
-          case "$server" in *-sync) [ "$mix" = put ] || continue ;; esac
-          for conns in $CONNS; do kv_point "$server" "$shape" "$mix" "$conns" "$rep"; done
+      KV_PID[$server]=$SERVER_PID
+      KV_ADDR[$server]=$SERVER_ADDR
+    done
+    for shape in rr pipe16; do
+      for mix in get put; do
+        for conns in $CONNS; do
+          for server in $(kv_servers); do
+            case "$server" in *-sync) [ "$mix" = put ] || continue ;; esac
+            SERVER_PID=${KV_PID[$server]}
+            SERVER_ADDR=${KV_ADDR[$server]}
+            kv_point "$server" "$shape" "$mix" "$conns" "$rep"
+          done
         done
       done
+    done
+    for server in $(kv_servers); do
+      SERVER_PID=${KV_PID[$server]}
       stop_server
+      unset "KV_PID[$server]"
     done
   done
 }
@@ -411,7 +431,7 @@ write_preamble() {
 - kernel: $(uname -sr)
 - server pinned to CPU $SERVER_CPU, load generator (wrk -t1 / echo_load) to CPU $LOAD_CPU
 - syscalls counted with: $([ "$PERF" = 1 ] && echo "perf stat -e raw_syscalls:sys_enter -p PID (all the server's threads)" || echo "the loop's own counters (perf unavailable); peers not counted")
-- $kv_note
+- $kv_note (default 8 shards, data in a fresh temporary directory)
 - KV: $KEYS keys (all written before measuring), ${VALUE_BYTES}-byte values; GET-heavy = 90% GET, PUT-heavy = 90% PUT; wrk 4.1's latency percentiles are broken under pipelining (it reports 0), so pipelined rows have no p50/p99
 - echo: ${ECHO_BYTES}-byte messages, one in flight per connection, 0.5 s warm-up; per-request figures divide by every message of the run
 - a "load gen CPU" near 100% means the load generator, not the server, limits req/s

@@ -46,17 +46,23 @@ enum Step {
 /// let mut store = Store::new();
 /// let mut input = b"PUT /kv/a HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /kv/a HTTP/1.1\r\n\r\n".to_vec();
 /// let mut out = Vec::new();
-/// assert_eq!(serve_buffered(&mut input, &mut store, &mut out), Flow::KeepOpen);
+/// let date = b"Thu, 01 Jan 1970 00:00:00 GMT";
+/// assert_eq!(serve_buffered(&mut input, &mut store, date, &mut out), Flow::KeepOpen);
 /// assert!(input.is_empty());
 /// let text = String::from_utf8(out).unwrap();
 /// assert!(text.starts_with("HTTP/1.1 201 Created\r\n"));
 /// assert!(text.ends_with("\r\n\r\nx"));
 /// ```
-pub fn serve_buffered(input: &mut Vec<u8>, store: &mut Store, out: &mut Vec<u8>) -> Flow {
+pub fn serve_buffered(
+    input: &mut Vec<u8>,
+    store: &mut Store,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) -> Flow {
     let mut consumed = 0;
     let mut flow = Flow::KeepOpen;
     while consumed < input.len() {
-        match serve_one(&input[consumed..], store, out) {
+        match serve_one(&input[consumed..], store, date, out) {
             Step::Partial => break,
             Step::Served {
                 len,
@@ -76,11 +82,11 @@ pub fn serve_buffered(input: &mut Vec<u8>, store: &mut Store, out: &mut Vec<u8>)
 }
 
 /// Parses the request at the front of `buf` once and answers it if complete.
-fn serve_one(buf: &[u8], store: &mut Store, out: &mut Vec<u8>) -> Step {
+fn serve_one(buf: &[u8], store: &mut Store, date: &[u8], out: &mut Vec<u8>) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut headers);
     let bad = |out: &mut Vec<u8>, status| {
-        write_empty(out, status);
+        write_status(out, date, status);
         Step::Served {
             len: buf.len(),
             flow: Flow::Close,
@@ -121,9 +127,9 @@ fn serve_one(buf: &[u8], store: &mut Store, out: &mut Vec<u8>) -> Step {
     };
     let method = req.method.unwrap_or("");
     let path = req.path.unwrap_or("");
-    let status = respond(method, path, &buf[head_len..len], store, out);
+    let status = respond(method, path, &buf[head_len..len], store, date, out);
     if let Some(status) = status {
-        write_empty(out, status);
+        write_status(out, date, status);
     }
     Step::Served { len, flow }
 }
@@ -135,6 +141,7 @@ fn respond(
     path: &str,
     body: &[u8],
     store: &mut Store,
+    date: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<u16> {
     let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) else {
@@ -149,7 +156,7 @@ fn respond(
     match method {
         "GET" => match store.get(key.as_ref()) {
             Some(value) => {
-                write_value(out, value);
+                write_response(out, date, 200, OCTETS, value);
                 None
             }
             None => Some(404),
@@ -195,6 +202,9 @@ fn percent_decode(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(key))
 }
 
+const OCTETS: &str = "application/octet-stream";
+const TEXT: &str = "text/plain; charset=utf-8";
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -202,38 +212,46 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
-        413 => "Payload Too Large",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         _ => "Not Implemented",
     }
 }
 
-fn write_empty(out: &mut Vec<u8>, status: u16) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\n\r\n",
-        reason(status)
-    );
+/// A response with no value: the same bytes as `http_kv` writes for the
+/// statuses the benchmark sees (an empty 200/201, a 404 with a short text).
+fn write_status(out: &mut Vec<u8>, date: &[u8], status: u16) {
+    match status {
+        200 | 201 => write_response(out, date, status, "", b""),
+        404 => write_response(out, date, status, TEXT, b"no such key\n"),
+        _ => write_response(out, date, status, TEXT, reason(status).as_bytes()),
+    }
 }
 
-fn write_value(out: &mut Vec<u8>, value: &[u8]) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        value.len()
-    );
-    out.extend_from_slice(value);
+/// `http_kv`'s layout: status line, `date`, `content-length`, then
+/// `content-type` if there is one, lower-case names.
+fn write_response(out: &mut Vec<u8>, date: &[u8], status: u16, content_type: &str, body: &[u8]) {
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\ndate: ", reason(status));
+    out.extend_from_slice(date);
+    let _ = write!(out, "\r\ncontent-length: {}\r\n", body.len());
+    if !content_type.is_empty() {
+        let _ = write!(out, "content-type: {content_type}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const DATE: &[u8] = b"Thu, 01 Jan 1970 00:00:00 GMT";
+
     fn serve(input: &[u8], store: &mut Store) -> (String, Flow, usize) {
         let mut input = input.to_vec();
         let mut out = Vec::new();
-        let flow = serve_buffered(&mut input, store, &mut out);
+        let flow = serve_buffered(&mut input, store, DATE, &mut out);
         (String::from_utf8(out).unwrap(), flow, input.len())
     }
 
@@ -251,7 +269,11 @@ mod tests {
         );
         assert!(out.starts_with("HTTP/1.1 200 OK"));
         let (out, ..) = serve(b"GET /kv/k HTTP/1.1\r\n\r\n", &mut store);
-        assert!(out.ends_with("Content-Length: 1\r\n\r\nz"));
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\ncontent-length: 1\r\n\
+             content-type: application/octet-stream\r\n\r\nz"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! its runtime.
 #![warn(missing_docs)]
 
+pub mod date;
 pub mod http;
 pub mod latency;
 pub mod report;

@@ -8,6 +8,7 @@ use clap::Parser;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
+use ringvisor_peers::date::DateCache;
 use ringvisor_peers::http::{serve_buffered, Flow, Store};
 use ringvisor_peers::{listening_line, ServerArgs, READ_CAPACITY_BYTES};
 
@@ -22,7 +23,7 @@ fn main() -> std::io::Result<()> {
 async fn serve(args: ServerArgs) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.addr)?;
     println!("{}", listening_line(listener.local_addr()?, "monoio"));
-    let store = Rc::new(RefCell::new(Store::new()));
+    let store = Rc::new(RefCell::new((Store::new(), DateCache::default())));
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -30,7 +31,7 @@ async fn serve(args: ServerArgs) -> std::io::Result<()> {
     }
 }
 
-async fn connection(mut stream: TcpStream, store: Rc<RefCell<Store>>) {
+async fn connection(mut stream: TcpStream, store: Rc<RefCell<(Store, DateCache)>>) {
     let mut input = Vec::with_capacity(READ_CAPACITY_BYTES);
     let mut out = Vec::with_capacity(READ_CAPACITY_BYTES);
     loop {
@@ -46,7 +47,10 @@ async fn connection(mut stream: TcpStream, store: Rc<RefCell<Store>>) {
             Ok(_) => {}
         }
         out.clear();
-        let flow = serve_buffered(&mut input, &mut store.borrow_mut(), &mut out);
+        let flow = {
+            let (map, date) = &mut *store.borrow_mut();
+            serve_buffered(&mut input, map, date.get(), &mut out)
+        };
         if !out.is_empty() {
             let (res, buf) = stream.write_all(out).await;
             out = buf;

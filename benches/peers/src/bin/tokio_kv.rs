@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use clap::Parser;
+use ringvisor_peers::date::DateCache;
 use ringvisor_peers::http::{serve_buffered, Flow, Store};
 use ringvisor_peers::{listening_line, ServerArgs, READ_CAPACITY_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +23,7 @@ fn main() -> std::io::Result<()> {
 async fn serve(args: ServerArgs) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.addr).await?;
     println!("{}", listening_line(listener.local_addr()?, "tokio"));
-    let store = Rc::new(RefCell::new(Store::new()));
+    let store = Rc::new(RefCell::new((Store::new(), DateCache::default())));
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -30,7 +31,7 @@ async fn serve(args: ServerArgs) -> std::io::Result<()> {
     }
 }
 
-async fn connection(mut stream: TcpStream, store: Rc<RefCell<Store>>) {
+async fn connection(mut stream: TcpStream, store: Rc<RefCell<(Store, DateCache)>>) {
     let mut input = Vec::with_capacity(READ_CAPACITY_BYTES);
     let mut out = Vec::with_capacity(READ_CAPACITY_BYTES);
     loop {
@@ -42,7 +43,10 @@ async fn connection(mut stream: TcpStream, store: Rc<RefCell<Store>>) {
             Ok(_) => {}
         }
         out.clear();
-        let flow = serve_buffered(&mut input, &mut store.borrow_mut(), &mut out);
+        let flow = {
+            let (map, date) = &mut *store.borrow_mut();
+            serve_buffered(&mut input, map, date.get(), &mut out)
+        };
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             return;
         }
