@@ -12,6 +12,8 @@ mod config;
 mod conn;
 #[path = "../examples/http_kv/date.rs"]
 mod date;
+#[path = "../examples/http_kv/events.rs"]
+mod events;
 #[path = "../examples/http_kv/http.rs"]
 mod http;
 #[path = "../examples/http_kv/input.rs"]

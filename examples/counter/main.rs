@@ -1,7 +1,9 @@
 //! The seeds' counter: `Increment`, `Read`, `Reset`, where `Reset` on 0 panics
 //! (the deliberate bug). Two counters run under a `OneForOne` supervisor.
-//! `init` loads a saved value from the data directory and `terminate` saves
-//! it, both through the loop's file ops.
+//! Each is a durable gen_server ([`ringvisor::behaviours::durable`]): its
+//! changes are logged in its own data directory (`DIR/counter1`,
+//! `DIR/counter2`) and replayed on start, so a value survives the crash, the
+//! supervisor's restart and a restart of the whole process.
 //!
 //! ```text
 //! cargo run --example counter                         # the crash-and-restart demo
@@ -10,28 +12,28 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
 use ringvisor::behaviours::codec::LineCodec;
-use ringvisor::behaviours::gen_server::{
-    self, Ctx, GenServer, Init, Reply, ServerRef, StartOptions,
-};
+use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, DurableServer};
+use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
 use ringvisor::behaviours::listener::{self, ListenerOptions};
+use ringvisor::behaviours::persist::DecodeError;
 use ringvisor::behaviours::step::StateMachine;
 
 mod machine;
 use machine::{Counter, Input, Output};
 use ringvisor::behaviours::supervisor::{self, ChildSpec, Flags, Strategy};
-use ringvisor::behaviours::{whereis, CallError, ExitReason, From};
+use ringvisor::behaviours::{whereis, CallError, ExitReason};
 use ringvisor::{ListenOptions, Loop};
 
 #[derive(Parser)]
 #[command(about = "The supervised counter from the seeds")]
 struct Args {
-    /// Where the counters save their values.
+    /// Where the counters keep their logs (one subdirectory per counter).
     #[arg(long, default_value = "./counter-data")]
     dir: PathBuf,
     /// Serve counter1 over TCP (lines: increment, read, reset) instead of the demo.
@@ -39,111 +41,109 @@ struct Args {
     serve: Option<SocketAddr>,
 }
 
-/// The counter served as a gen_server with its value saved on disk.
-struct SavedCounter {
-    name: String,
-    path: PathBuf,
-    value: u64,
-    /// Calls that arrived before the saved value was loaded.
-    waiting: Option<Vec<(Input, From<Output>)>>,
+/// A change of a counter, as logged: an event already validated by
+/// `handle_call`, so replaying it never runs into the `Reset`-on-0 bug.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    Increment,
+    Reset,
 }
 
-impl GenServer for SavedCounter {
-    type Args = (String, PathBuf);
+impl Change {
+    /// The machine input that makes this change.
+    fn input(self) -> Input {
+        match self {
+            Change::Increment => Input::Increment,
+            Change::Reset => Input::Reset,
+        }
+    }
+}
+
+/// The counter as a durable server: the machine's state plus its name.
+struct DurableCounter {
+    name: String,
+    value: u64,
+}
+
+impl DurableServer for DurableCounter {
+    type Args = String;
     type Call = Input;
     type Reply = Output;
-    type Cast = ();
-    type Info = ();
-    type Continue = ();
+    type Entry = Change;
 
-    fn init((name, dir): (String, PathBuf), ctx: &mut Ctx<Self>) -> Init<Self> {
-        let path = dir.join(format!("{name}.txt"));
-        let load = path.clone();
-        // Load asynchronously; calls wait (deferred replies) until it is done.
-        ctx.io(
-            move |lp, done| {
-                lp.open(&load, libc::O_RDONLY, 0, move |lp, fd| match fd {
-                    Err(_) => done.complete(lp, None),
-                    Ok(fd) => {
-                        lp.read_at(fd, Vec::with_capacity(32), 0, move |lp, _, buf| {
-                            lp.close(fd, |_, _| {});
-                            done.complete(lp, Some(buf));
-                        });
-                    }
-                })
-            },
-            |me: &mut SavedCounter, ctx, saved: Option<Vec<u8>>| {
-                let text = saved.map(|b| String::from_utf8_lossy(&b).trim().to_string());
-                me.value = text.and_then(|t| t.parse().ok()).unwrap_or(0);
-                println!("{} starting with {}", me.name, me.value);
-                for (input, from) in me.waiting.take().unwrap_or_default() {
-                    let output = Counter::step(input, &mut me.value);
-                    ctx.reply(from, output);
-                }
-            },
-        );
-        Init::ok(SavedCounter {
-            name,
-            path,
+    fn initial(name: &String) -> Self {
+        DurableCounter {
+            name: name.clone(),
             value: 0,
-            waiting: Some(Vec::new()),
+        }
+    }
+
+    fn handle_call(&self, input: Input) -> Decision<Self> {
+        // A dry run of the machine on a copy decides; it panics on Reset of 0
+        // (the deliberate bug), here, before anything is logged.
+        let mut next = self.value;
+        let output = Counter::step(input, &mut next);
+        match input {
+            Input::Read => Decision::Reply(output),
+            Input::Increment => Decision::Record(Change::Increment),
+            Input::Reset => Decision::Record(Change::Reset),
+        }
+    }
+
+    fn apply(&mut self, change: Change) -> Output {
+        debug_assert!(change != Change::Reset || self.value != 0, "validated");
+        Counter::step(change.input(), &mut self.value)
+    }
+
+    fn encode_entry(change: &Change, out: &mut Vec<u8>) {
+        out.push(match change {
+            Change::Increment => 1,
+            Change::Reset => 0,
+        });
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<Change, DecodeError> {
+        match bytes {
+            [1] => Ok(Change::Increment),
+            [0] => Ok(Change::Reset),
+            _ => Err(DecodeError::new("bad counter entry")),
+        }
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.value.to_le_bytes());
+    }
+
+    fn decode_state(name: &String, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let value = bytes
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| DecodeError::new("bad counter snapshot"))?;
+        Ok(DurableCounter {
+            name: name.clone(),
+            value,
         })
     }
 
-    fn handle_call(
-        &mut self,
-        input: Input,
-        from: From<Output>,
-        _ctx: &mut Ctx<Self>,
-    ) -> Reply<Self> {
-        if let Some(waiting) = &mut self.waiting {
-            waiting.push((input, from));
-            return Reply::later();
-        }
-        Reply::now(Counter::step(input, &mut self.value))
-    }
-
-    fn terminate(&mut self, reason: &ExitReason, ctx: &mut Ctx<Self>) {
-        println!(
-            "{} terminating ({reason}), saving {}",
-            self.name, self.value
-        );
-        let (path, bytes) = (self.path.clone(), self.value.to_string().into_bytes());
-        // Write, fdatasync, close: the process lingers until this is done
-        // (or its shutdown timeout passes).
-        ctx.io(
-            move |lp, done| {
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
-                lp.open(&path, flags, 0o644, move |lp, fd| match fd {
-                    Err(e) => done.complete(lp, Err(e.to_string())),
-                    Ok(fd) => {
-                        lp.write_at(fd, bytes, 0, move |lp, written, _| {
-                            lp.fdatasync(fd, move |lp, synced| {
-                                lp.close(fd, |_, _| {});
-                                let ok = written.is_ok() && synced.is_ok();
-                                done.complete(
-                                    lp,
-                                    if ok {
-                                        Ok(())
-                                    } else {
-                                        Err("write failed".into())
-                                    },
-                                );
-                            });
-                        });
-                    }
-                })
-            },
-            |me: &mut SavedCounter, _ctx, saved: Result<(), String>| match saved {
-                Ok(()) => println!("{} saved", me.name),
-                Err(e) => println!("{} could not save: {e}", me.name),
-            },
-        );
+    fn recovered(&mut self) {
+        println!("{} starting with {}", self.name, self.value);
     }
 }
 
-fn counter_spec(name: &'static str, dir: PathBuf) -> ChildSpec {
-    ChildSpec::named_worker::<SavedCounter>(name, move || (name.to_string(), dir.clone()))
+type CounterRef = ServerRef<Durable<DurableCounter>>;
+
+/// A supervised counter registered as `name`, logging to `dir/name`.
+fn counter_spec(name: &'static str, dir: &Path) -> ChildSpec {
+    let options = DurableOptions::new(dir.join(name));
+    ChildSpec::from_fn(name, move |lp, parent| {
+        let start = StartOptions {
+            name: Some(name.to_string()),
+            parent: Some(parent),
+            ..StartOptions::default()
+        };
+        durable::start::<DurableCounter>(lp, name.to_string(), options.clone(), start)
+            .map(|s| s.pid())
+    })
 }
 
 type Step = (&'static str, Input);
@@ -161,7 +161,7 @@ fn run_demo(lp: &mut Loop, mut steps: VecDeque<Step>) {
     };
     gen_server::call(
         lp,
-        ServerRef::<SavedCounter>::from_pid(pid),
+        CounterRef::from_pid(pid),
         input,
         Duration::from_secs(1),
         move |lp, r| {
@@ -199,8 +199,8 @@ fn main() -> std::io::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let mut lp = Loop::new()?;
     let children = vec![
-        counter_spec("counter1", args.dir.clone()),
-        counter_spec("counter2", args.dir.clone()),
+        counter_spec("counter1", &args.dir),
+        counter_spec("counter2", &args.dir),
     ];
     let flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(5));
     let sup = supervisor::start(
@@ -218,9 +218,7 @@ fn main() -> std::io::Result<()> {
             ringvisor::local_addr(fd)?,
             lp.backend()
         );
-        let resolve = Rc::new(|lp: &mut Loop| {
-            whereis(lp, "counter1").map(ServerRef::<SavedCounter>::from_pid)
-        });
+        let resolve = Rc::new(|lp: &mut Loop| whereis(lp, "counter1").map(CounterRef::from_pid));
         listener::serve(
             &mut lp,
             fd,
@@ -244,8 +242,9 @@ fn main() -> std::io::Result<()> {
     ]);
     run_demo(&mut lp, demo);
     lp.run()?;
-    // Shut the tree down: each counter saves its value on the way out.
+    // Shut the tree down: each counter flushes its log and snapshots its value.
     gen_server::stop(&mut lp, sup, ExitReason::Shutdown);
     lp.run()?;
+    println!("counters stopped");
     Ok(())
 }

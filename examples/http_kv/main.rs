@@ -14,13 +14,15 @@
 //! shutdown), `conn` (a connection's state machine) with `input` (request
 //! assembly over `http` heads and `chunked` bodies) and `output` (ordered
 //! responses, one send per flush, `response` encoding), `router` (paths to
-//! shard calls), `shard` (the shard interface), `status` and `metrics`.
+//! shard calls), `shard` (the shards and their supervision tree), `events`
+//! (request events through a gen_event manager), `status` and `metrics`.
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod chunked;
 mod config;
 mod conn;
 mod date;
+mod events;
 mod http;
 mod input;
 mod metrics;
@@ -65,6 +67,7 @@ fn main() -> std::io::Result<()> {
             queue_capacity: usize::try_from(config.shard_queue_capacity).unwrap_or(usize::MAX),
             max_value_bytes: config.max_value_bytes(),
         },
+        vec![events::spec()],
     )?;
     // Recover every shard before accepting: a connection must never meet a
     // shard still reading its log (nor take the fds its files need).
@@ -89,7 +92,25 @@ fn main() -> std::io::Result<()> {
         config.data_dir.display()
     );
     tracing::info!(?config, "starting");
-    server::start(&mut lp, config, listener, local);
+    // The listener joins the tree last: started once the shards serve,
+    // stopped first.
+    let root = ringvisor::behaviours::whereis(&mut lp, shard::ROOT)
+        .map(ringvisor::behaviours::ServerRef::<ringvisor::behaviours::supervisor::Supervisor>::from_pid)
+        .ok_or_else(|| std::io::Error::other("the supervision tree is gone"))?;
+    let spec = server::listener_spec(config, listener, local);
+    ringvisor::behaviours::supervisor::start_child(&mut lp, root, spec, |_, started| {
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the listener did not start");
+        }
+    });
+    while ringvisor::behaviours::whereis(&mut lp, server::LISTENER).is_none() {
+        if !shard::tree_alive(&lp) {
+            return Err(std::io::Error::other(
+                "the listener did not start; see the log",
+            ));
+        }
+        lp.run_for(std::time::Duration::from_millis(10))?;
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{banner}")?;
     stdout.flush()?;

@@ -123,9 +123,32 @@ impl Output {
     }
 }
 
+/// The event for the request `responder` answers, if it is still waited for.
+fn request_event(
+    lp: &mut Loop,
+    responder: &Responder,
+    status: u16,
+    now: std::time::Instant,
+) -> Option<crate::events::RequestEvent> {
+    let conn = server_mut(lp)
+        .conns
+        .get(responder.conn.key as usize)
+        .filter(|c| c.generation == responder.conn.generation)?;
+    let index = responder.seq.checked_sub(conn.output.head_seq)?;
+    let slot = conn.output.pending.get(index as usize)?;
+    Some(crate::events::RequestEvent {
+        method: slot.method,
+        status,
+        latency: now.saturating_duration_since(slot.started),
+    })
+}
+
 /// Encodes `response` into its slot's place; flushes when it can go out.
 fn complete(lp: &mut Loop, responder: Responder, response: Response) {
     let now = lp.now();
+    if let Some(event) = request_event(lp, &responder, response.status, now) {
+        crate::events::notify(lp, event);
+    }
     let server = server_mut(lp);
     let Some(conn) = server
         .conns
@@ -142,8 +165,6 @@ fn complete(lp: &mut Loop, responder: Responder, response: Response) {
         return;
     };
     debug_assert!(slot.encoded.is_none(), "one response per request");
-    let latency = now.saturating_duration_since(slot.started);
-    server.metrics.record(slot.method, response.status, latency);
     let date = server.date.get(now);
     let head_only = slot.method == Method::Head;
     if index > 0 {

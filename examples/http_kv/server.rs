@@ -8,6 +8,9 @@
 //! the loop stops when the last connection has closed (or the grace period
 //! ran out) and the shards have stopped.
 
+use ringvisor::behaviours::gen_server::{self, Ctx, GenServer, Init, Reply, StartOptions};
+use ringvisor::behaviours::supervisor::ChildSpec;
+use ringvisor::behaviours::{ExitReason, From};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -229,4 +232,49 @@ fn stop_shards_then_loop(lp: &mut Loop) {
     }
     s.stopping = true;
     shard::stop_all(lp, |lp| lp.stop());
+}
+
+/// The listener as a supervised child of the root supervisor: starting it
+/// installs the server and begins accepting; terminating it stops accepting
+/// and drains the connections. It is added after the shards recovered, so it
+/// is the last child started and the first one stopped.
+pub struct ListenerProcess;
+
+impl GenServer for ListenerProcess {
+    type Args = (Config, RawFd, SocketAddr);
+    type Call = ();
+    type Reply = ();
+    type Cast = ();
+    type Info = ();
+    type Continue = ();
+
+    fn init((config, fd, local): Self::Args, ctx: &mut Ctx<Self>) -> Init<Self> {
+        if ctx.lp().extension::<Server>().is_none() {
+            start(ctx.lp(), config, fd, local);
+        }
+        Init::ok(ListenerProcess)
+    }
+
+    fn handle_call(&mut self, _: (), _: From<()>, _: &mut Ctx<Self>) -> Reply<Self> {
+        Reply::now(())
+    }
+
+    fn terminate(&mut self, _reason: &ExitReason, ctx: &mut Ctx<Self>) {
+        begin_shutdown(ctx.lp());
+    }
+}
+
+/// Name of the listener child.
+pub const LISTENER: &str = "listener";
+
+/// The listener child's spec.
+pub fn listener_spec(config: Config, fd: RawFd, local: SocketAddr) -> ChildSpec {
+    ChildSpec::from_fn(LISTENER, move |lp, parent| {
+        let options = StartOptions {
+            parent: Some(parent),
+            ..StartOptions::named(LISTENER)
+        };
+        gen_server::start::<ListenerProcess>(lp, (config.clone(), fd, local), options)
+            .map(|s| s.pid())
+    })
 }

@@ -354,9 +354,9 @@ fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> Chi
     .shutdown(supervisor::Shutdown::Timeout(SHARD_SHUTDOWN))
 }
 
-/// Starts the supervision tree: `http_kv` over `shards` over one durable
-/// gen_server per shard.
-pub fn start(lp: &mut Loop, config: ShardConfig) -> io::Result<()> {
+/// Starts the supervision tree: `http_kv` over `shards` (one durable
+/// gen_server per shard) and then `others` (the request event manager).
+pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::Result<()> {
     assert!(config.shards > 0 && config.queue_capacity > 0);
     let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
     let specs: Vec<ChildSpec> = (0..config.shards)
@@ -365,14 +365,10 @@ pub fn start(lp: &mut Loop, config: ShardConfig) -> io::Result<()> {
     let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
     let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
     let root_flags = Flags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60));
-    supervisor::start(
-        lp,
-        ROOT,
-        root_flags,
-        vec![shards],
-        StartOptions::named(ROOT),
-    )
-    .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
+    let mut children = vec![shards];
+    children.extend(others);
+    supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
+        .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
     let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
     lp.insert_extension(Shards { names, counters });
     Ok(())
@@ -570,7 +566,7 @@ mod tests {
     fn answers_in_order_after_the_call_returns() {
         let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(&dir, 16)).unwrap();
+        start(&mut lp, config(&dir, 16), Vec::new()).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         let requests = [
             KvRequest::Put {
@@ -614,7 +610,7 @@ mod tests {
     fn a_full_queue_is_overloaded_and_a_missing_shard_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(&dir, 2)).unwrap();
+        start(&mut lp, config(&dir, 2), Vec::new()).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         for shard in [0, 0, 0, 7] {
             let got = got.clone();
@@ -639,7 +635,7 @@ mod tests {
     fn crash_restarts_the_shard_from_its_durable_state() {
         let dir = tempfile::tempdir().unwrap();
         let mut lp = Loop::new().unwrap();
-        start(&mut lp, config(&dir, 16)).unwrap();
+        start(&mut lp, config(&dir, 16), Vec::new()).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         let put = KvRequest::Put {
             key: b"a".to_vec(),

@@ -6,7 +6,9 @@
 /// `io_uring_enter`; on poll every wait (with the syscalls `polling` makes around
 /// it), every `epoll_ctl` and every nonblocking attempt (`recv`, `send`,
 /// `accept4`, ...). Regular-file syscalls of the poll backend's thread pool are
-/// counted in `file_pool_syscalls`.
+/// counted in `file_pool_syscalls`. Under load, `syscalls` agrees with
+/// `perf stat -e raw_syscalls:sys_enter -p PID` on the echo example within a
+/// few percent on both backends; the rest is the application's own calls.
 ///
 /// ```
 /// # use ringvisor_runtime::Loop;

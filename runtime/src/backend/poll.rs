@@ -23,7 +23,10 @@ use crate::stats::Stats;
 
 /// Syscalls one `Poller::wait` makes. On Linux, `polling` arms a timerfd
 /// (`timerfd_settime` + `epoll_ctl`), calls `epoll_wait`, then clears and
-/// re-arms its notify eventfd (`read` + `epoll_ctl`).
+/// re-arms its notify eventfd (`read` + `epoll_ctl`). Checked with
+/// `strace -c -f` on the echo example (polling 3.11): per wait exactly one
+/// `timerfd_settime`, one `epoll_pwait`, one `read` and two `epoll_ctl`. A
+/// wait that `polling` restarts after EINTR costs three more, not counted.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const WAIT_SYSCALLS: u64 = 5;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
