@@ -97,7 +97,7 @@ backend_tests! {
         let flags = Flags::new(Strategy::OneForOne).intensity(5, Duration::from_secs(10));
         supervisor::start(&mut lp, "sup", flags, vec![spec], StartOptions::default()).unwrap();
         let results = Results::default();
-        let first = ServerRef::from_pid(whereis(&mut lp, "counter").unwrap());
+        let first = ServerRef::from_pid(whereis(&lp, "counter").unwrap());
         for cmd in [Cmd::Increment, Cmd::Increment, Cmd::Increment, Cmd::Reset, Cmd::Reset] {
             call(&mut lp, first, cmd, &results);
         }
@@ -108,7 +108,7 @@ backend_tests! {
             assert!(matches!(r[4], Err(CallError::Exit(ExitReason::Panic(_)))), "{:?}", r[4]);
         }
         run_until(&mut lp, |lp| whereis(lp, "counter").is_some_and(|p| p != first.pid()));
-        let second = ServerRef::from_pid(whereis(&mut lp, "counter").unwrap());
+        let second = ServerRef::from_pid(whereis(&lp, "counter").unwrap());
         call(&mut lp, second, Cmd::Increment, &results);
         call(&mut lp, second, Cmd::Read, &results);
         run_until(&mut lp, |_| results.borrow().len() == 7);

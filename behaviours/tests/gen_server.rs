@@ -258,13 +258,13 @@ backend_tests! {
         let mut lp = new_loop(backend);
         let log: Log = Default::default();
         let srv = gen_server::start::<Srv>(&mut lp, log.clone(), StartOptions::named("stopper")).unwrap();
-        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "stopper"), Some(srv.pid()));
+        assert_eq!(ringvisor_behaviours::whereis(&lp, "stopper"), Some(srv.pid()));
         let (got, push) = results();
         gen_server::call(&mut lp, srv, Call::StopWith(ExitReason::Normal), Duration::from_secs(5), move |_, r| push(r));
         lp.run().unwrap();
         assert_eq!(*got.borrow(), vec![Ok(1)]);
         assert_eq!(log.borrow().last().unwrap(), "terminate normal");
-        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "stopper"), None);
+        assert_eq!(ringvisor_behaviours::whereis(&lp, "stopper"), None);
     }
 }
 
@@ -305,12 +305,12 @@ backend_tests! {
             other => panic!("{other:?}"),
         }
         assert_eq!(ringvisor_behaviours::process_count(&mut lp), 0);
-        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "p"), None, "name released");
+        assert_eq!(ringvisor_behaviours::whereis(&lp, "p"), None, "name released");
         let ok = gen_server::start::<Picky>(&mut lp, 3, StartOptions::named("p")).unwrap();
         assert_eq!(
             gen_server::start::<Picky>(&mut lp, 3, StartOptions::named("p")).unwrap_err(),
             StartError::NameTaken("p".into())
         );
-        assert_eq!(ringvisor_behaviours::whereis(&mut lp, "p"), Some(ok.pid()));
+        assert_eq!(ringvisor_behaviours::whereis(&lp, "p"), Some(ok.pid()));
     }
 }

@@ -267,7 +267,7 @@ fn check(backend: Backend, root: Node, schedule: Vec<(usize, bool)>) -> Result<(
             break;
         }
         let w = live[pick % live.len()];
-        let pid = whereis(&mut lp, &model.nodes[w].id).expect("model says alive");
+        let pid = whereis(&lp, &model.nodes[w].id).expect("model says alive");
         let die = if panic { Die::Panic } else { Die::Normal };
         gen_server::call(
             &mut lp,
@@ -280,7 +280,7 @@ fn check(backend: Backend, root: Node, schedule: Vec<(usize, bool)>) -> Result<(
         let parent = model.nodes[w].parent.expect("workers have a parent");
         model.child_exited(parent, w, !panic);
         for node in model.nodes.iter().filter(|n| n.sup.is_none()) {
-            let alive = whereis(&mut lp, &node.id).is_some();
+            let alive = whereis(&lp, &node.id).is_some();
             prop_assert_eq!(alive, node.alive, "worker {} alive", node.id);
             let started = starts.borrow().get(&node.id).copied().unwrap_or(0);
             prop_assert_eq!(started, node.starts, "worker {} starts", node.id);

@@ -94,7 +94,7 @@ fn main() -> std::io::Result<()> {
     tracing::info!(?config, "starting");
     // The listener joins the tree last: started once the shards serve,
     // stopped first.
-    let root = ringvisor::behaviours::whereis(&mut lp, shard::ROOT)
+    let root = ringvisor::behaviours::whereis(&lp, shard::ROOT)
         .map(ringvisor::behaviours::ServerRef::<ringvisor::behaviours::supervisor::Supervisor>::from_pid)
         .ok_or_else(|| std::io::Error::other("the supervision tree is gone"))?;
     let spec = server::listener_spec(config, listener, local);
@@ -103,7 +103,7 @@ fn main() -> std::io::Result<()> {
             tracing::error!(error = %e, "the listener did not start");
         }
     });
-    while ringvisor::behaviours::whereis(&mut lp, server::LISTENER).is_none() {
+    while ringvisor::behaviours::whereis(&lp, server::LISTENER).is_none() {
         if !shard::tree_alive(&lp) {
             return Err(std::io::Error::other(
                 "the listener did not start; see the log",

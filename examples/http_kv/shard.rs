@@ -397,8 +397,8 @@ pub fn call(
     debug_assert!(timeout > Duration::ZERO);
     let pid = lp
         .extension::<Shards>()
-        .and_then(|all| all.names.get(shard).cloned())
-        .and_then(|name| whereis(lp, &name));
+        .and_then(|all| all.names.get(shard))
+        .and_then(|name| whereis(lp, name));
     let Some(pid) = pid else {
         lp.defer(move |lp| reply(lp, Err(ShardError::Unavailable)));
         return;

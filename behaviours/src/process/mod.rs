@@ -250,8 +250,9 @@ pub(crate) fn register(lp: &mut Loop, pid: Pid, name: &str) -> bool {
 }
 
 /// The process registered under `name`, if it is alive.
-pub fn whereis(lp: &mut Loop, name: &str) -> Option<Pid> {
-    table(lp).names.get(name).copied()
+pub fn whereis(lp: &Loop, name: &str) -> Option<Pid> {
+    lp.extension::<Processes>()
+        .and_then(|procs| procs.names.get(name).copied())
 }
 
 /// True if `pid` names a live process that is not exiting.
