@@ -43,6 +43,8 @@ pub use event_loop::{
 };
 pub use handle::{LoopGone, LoopHandle};
 pub use op::{OpError, OpId, OpResult};
-pub use ops::net::{local_addr, set_nodelay, ListenOptions, LISTEN_BACKLOG_DEFAULT};
+pub use ops::net::{
+    local_addr, set_nodelay, ListenOptions, SendRecvOutcome, LISTEN_BACKLOG_DEFAULT,
+};
 pub use stats::Stats;
 pub use timer::TimerId;

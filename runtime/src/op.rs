@@ -189,6 +189,19 @@ pub(crate) enum OpKind {
         offset: usize,
         all: bool,
     },
+    /// Sends `out[sent..]`, all of it, then receives into the spare capacity
+    /// of `input` ([`crate::Loop::send_recv`]). The receive runs only once the
+    /// whole send is done. On io_uring the two go out as one linked pair of
+    /// SQEs; the poll backend runs them in turn.
+    SendRecv {
+        fd: RawFd,
+        out: Vec<u8>,
+        /// Bytes of `out` known to be sent: advanced by the poll backend as
+        /// it goes, after a short linked send on io_uring (the rest is
+        /// resubmitted), and set to `out.len()` by the receive's completion.
+        sent: usize,
+        input: Vec<u8>,
+    },
     Shutdown {
         fd: RawFd,
         how: i32,
@@ -243,7 +256,8 @@ impl OpKind {
             OpKind::Accept { fd, .. }
             | OpKind::Connect { fd, .. }
             | OpKind::Recv { fd, .. }
-            | OpKind::Send { fd, .. } => Some(fd),
+            | OpKind::Send { fd, .. }
+            | OpKind::SendRecv { fd, .. } => Some(fd),
             _ => None,
         }
     }
@@ -272,6 +286,7 @@ impl OpKind {
             OpKind::Connect { .. } => "connect",
             OpKind::Recv { .. } => "recv",
             OpKind::Send { .. } => "send",
+            OpKind::SendRecv { .. } => "send_recv",
             OpKind::Shutdown { .. } => "shutdown",
             OpKind::Close { .. } => "close",
             OpKind::Open { .. } => "open",
@@ -454,6 +469,9 @@ impl OpTable {
 
     /// Applies a backend completion: the kernel is done with the slot.
     pub(crate) fn settle(&mut self, raw: RawCompletion) -> Settled {
+        if let Some(settled) = self.settle_send_recv(raw) {
+            return settled;
+        }
         let slot = self
             .slots
             .get_mut(raw.key)
@@ -521,6 +539,10 @@ impl OpTable {
         self.slots[key].state
     }
 }
+
+#[path = "op_send_recv.rs"]
+mod send_recv;
+pub(crate) use send_recv::SEND_DONE_KEY_FLAG;
 
 #[cfg(test)]
 #[path = "op_tests.rs"]

@@ -194,6 +194,11 @@ impl PollDriver {
                     queue.pop_front();
                     done.push(RawCompletion { key, res });
                 }
+                Attempt::WouldBlock { write: now_write } if now_write != write => {
+                    // A send_recv sent everything and now waits to receive.
+                    queue.pop_front();
+                    self.wait_on(fd, key, now_write);
+                }
                 Attempt::WouldBlock { .. } => {
                     self.dirty.push(fd);
                     return;
@@ -410,6 +415,12 @@ fn attempt(kind: &mut OpKind, stats: &mut Stats) -> Attempt {
                 };
                 (ret, true)
             }
+            OpKind::SendRecv {
+                fd,
+                out,
+                sent,
+                input,
+            } => send_recv_step(*fd, out, sent, input, stats),
             OpKind::Shutdown { fd, how } => {
                 stats.syscalls += 1;
                 // SAFETY: plain syscall on an fd number.
@@ -441,6 +452,49 @@ fn attempt(kind: &mut OpKind, stats: &mut Stats) -> Attempt {
             errno => return Attempt::Done(-errno),
         }
     }
+}
+
+/// One nonblocking step of a `send_recv`: sends the rest of `out`, over as
+/// many partial sends as the socket takes, then receives into `input`'s
+/// spare capacity. Returns the last syscall's result and whether it was a
+/// send (which then failed, would block, or made no progress).
+fn send_recv_step(
+    fd: RawFd,
+    out: &[u8],
+    sent: &mut usize,
+    input: &mut Vec<u8>,
+    stats: &mut Stats,
+) -> (isize, bool) {
+    while *sent < out.len() {
+        stats.syscalls += 1;
+        let rest = &out[*sent..];
+        // SAFETY: reads `rest.len()` initialised bytes the op slot owns.
+        let ret = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr() as *const libc::c_void,
+                rest.len(),
+                SEND_FLAGS,
+            )
+        };
+        if ret <= 0 {
+            return (ret, true);
+        }
+        *sent += ret as usize;
+    }
+    stats.syscalls += 1;
+    let spare = input.spare_capacity_mut();
+    // SAFETY: writes at most `spare.len()` bytes into the buffer's spare
+    // capacity, which the op slot owns.
+    let ret = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr() as *mut libc::c_void,
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    (ret, false)
 }
 
 fn last_errno() -> i32 {

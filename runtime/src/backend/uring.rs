@@ -18,6 +18,10 @@ use super::{Backend, BackendConfig, Driver, Push, Wake};
 use crate::op::{OpId, OpKind, OpTable, RawCompletion};
 use crate::stats::Stats;
 
+#[path = "uring_linked.rs"]
+mod linked;
+use linked::LinkedOps;
+
 const INTERNAL_KEY: u64 = u32::MAX as u64;
 const WAKE_TAG: u64 = (1 << 32) | INTERNAL_KEY;
 const CANCEL_TAG: u64 = (2 << 32) | INTERNAL_KEY;
@@ -111,6 +115,8 @@ pub(crate) struct UringDriver {
     /// Fallback timeout (no EXT_ARG): its timespec and when it fires.
     timeout_ts: Box<types::Timespec>,
     timeout_deadline: Option<Instant>,
+    /// `send_recv` pairs in flight.
+    linked: LinkedOps,
 }
 
 impl UringDriver {
@@ -125,9 +131,11 @@ impl UringDriver {
         // SAFETY: `raw` is a fresh fd owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let ext_arg = ring.params().is_feature_ext_arg();
+        let cqe_skip = ring.params().is_feature_skip_cqe_on_success();
         tracing::debug!(
             sq_entries = ring.params().sq_entries(),
             ext_arg,
+            cqe_skip,
             "io_uring ring ready"
         );
         Ok(UringDriver {
@@ -139,6 +147,7 @@ impl UringDriver {
             cancels: Vec::new(),
             timeout_ts: Box::new(types::Timespec::new()),
             timeout_deadline: None,
+            linked: LinkedOps::new(cqe_skip),
         })
     }
 
@@ -175,6 +184,9 @@ impl UringDriver {
     /// Queues the internal requests: pending cancels and the wakeup read.
     /// False if the SQ had no room for all of them.
     fn push_internal(&mut self) -> bool {
+        if !self.push_linked_internal() {
+            return false;
+        }
         while let Some(target) = self.cancels.last().copied() {
             let entry = opcode::AsyncCancel::new(target)
                 .build()
@@ -207,7 +219,7 @@ impl UringDriver {
         done: &mut Vec<RawCompletion>,
         stats: &mut Stats,
     ) -> io::Result<()> {
-        let mut rounds_left = self.cancels.len() + 1;
+        let mut rounds_left = self.cancels.len() + self.linked_internal_len() + 1;
         while !self.push_internal() && rounds_left > 0 {
             rounds_left -= 1;
             self.flush(done, stats)?;
@@ -287,11 +299,17 @@ impl UringDriver {
                 TIMEOUT_TAG => self.timeout_deadline = None,
                 data => {
                     let key = (data & INTERNAL_KEY) as usize;
-                    done.push(RawCompletion {
-                        key,
-                        res: cqe.result(),
-                    });
-                    count += 1;
+                    let raw = match self.linked.on_cqe(key, data, cqe.result()) {
+                        None => Some(RawCompletion {
+                            key,
+                            res: cqe.result(),
+                        }),
+                        Some(linked) => linked,
+                    };
+                    if let Some(raw) = raw {
+                        done.push(raw);
+                        count += 1;
+                    }
                 }
             }
         }
@@ -317,7 +335,8 @@ impl Driver for UringDriver {
     ) -> Push {
         let entry = build_sqe(kind).user_data(token(id));
         let pushed = match *kind {
-            OpKind::Close { fd } => self.push_close(fd, &entry),
+            OpKind::Close { fd } => self.hold_close(fd, &entry) || self.push_close(fd, &entry),
+            OpKind::SendRecv { .. } => self.push_send_recv(id, entry, kind),
             _ => self.push_entry(&entry),
         };
         if pushed {
@@ -340,11 +359,14 @@ impl Driver for UringDriver {
     fn cancel(
         &mut self,
         id: OpId,
-        _kind: &OpKind,
+        kind: &OpKind,
         _done: &mut Vec<RawCompletion>,
         _stats: &mut Stats,
     ) {
-        self.cancels.push(token(id));
+        match kind {
+            OpKind::SendRecv { .. } => self.linked.cancel(id.key as usize),
+            _ => self.cancels.push(token(id)),
+        }
     }
 
     fn wait(
@@ -530,6 +552,13 @@ fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
             let len = rest.len().min(u32::MAX as usize) as u32;
             opcode::Send::new(types::Fd(*fd), rest.as_ptr(), len)
                 .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        // The first of a send_recv's linked pair (see `push_send_recv`).
+        OpKind::SendRecv { fd, out, sent, .. } => {
+            let rest = &out[*sent..];
+            opcode::Send::new(types::Fd(*fd), rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
                 .build()
         }
         OpKind::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), *how).build(),

@@ -1,14 +1,53 @@
-//! Socket ops: listen, accept, connect, recv, send, send_all, shutdown, close.
+//! Socket ops: listen, accept, connect, recv, send, send_all, send_recv,
+//! shutdown, close.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
 
 use crate::event_loop::Loop;
-use crate::op::{Completion, OpId, OpKind, OpResult, SockAddrBuf};
+use crate::op::{Completion, OpError, OpId, OpKind, OpResult, SockAddrBuf};
 
 /// Default listen backlog.
 pub const LISTEN_BACKLOG_DEFAULT: i32 = 1024;
+
+/// How a [`Loop::send_recv`] ended: either the whole buffer went out and the
+/// receive ran, or the send did not finish and the receive never started.
+///
+/// ```
+/// # use ringvisor_runtime::{OpError, SendRecvOutcome};
+/// fn describe(outcome: &SendRecvOutcome) -> &'static str {
+///     match outcome {
+///         SendRecvOutcome::Received(Ok(0)) => "sent; the peer closed its side",
+///         SendRecvOutcome::Received(Ok(_)) => "sent, then received",
+///         SendRecvOutcome::Received(Err(_)) => "sent; the receive failed or was canceled",
+///         SendRecvOutcome::SendFailed(_) => "not all sent; nothing received",
+///     }
+/// }
+/// assert_eq!(describe(&SendRecvOutcome::SendFailed(OpError::Canceled)), "not all sent; nothing received");
+/// ```
+#[derive(Debug)]
+pub enum SendRecvOutcome {
+    /// Every byte of the output buffer was sent, then the receive ran with
+    /// this result: `Ok(n)` bytes appended to the input buffer (`Ok(0)`: the
+    /// peer closed its side), or its error ([`OpError::Canceled`] if canceled
+    /// while waiting for data).
+    Received(OpResult<usize>),
+    /// The send failed or was canceled before the whole buffer went out; the
+    /// receive never ran and the input buffer is as it was given.
+    SendFailed(OpError),
+}
+
+impl SendRecvOutcome {
+    /// True if the op was canceled, in either half.
+    pub fn is_canceled(&self) -> bool {
+        matches!(
+            self,
+            SendRecvOutcome::Received(Err(OpError::Canceled))
+                | SendRecvOutcome::SendFailed(OpError::Canceled)
+        )
+    }
+}
 
 /// How to set up a listening TCP socket.
 ///
@@ -216,6 +255,85 @@ impl Loop {
         };
         if too_big {
             let err = io::Error::new(io::ErrorKind::InvalidInput, "send buffer over 2 GiB");
+            return self.fail_early(kind, err, deliver);
+        }
+        self.submit(kind, deliver)
+    }
+
+    /// Sends all of `out`, then receives into `input`'s spare capacity (like
+    /// [`Loop::recv`]): a response and the wait for the next request in one
+    /// op. The receive starts only once every byte of `out` is sent; if the
+    /// send fails or is canceled, the receive never runs. The callback gets
+    /// the outcome and both buffers back (`out` unchanged).
+    ///
+    /// On io_uring the two go to the kernel together, the send linked to the
+    /// receive, and the send's own completion is skipped where the kernel
+    /// can (`IORING_FEAT_CQE_SKIP`), so a request-response exchange costs one
+    /// completion and no extra kernel entry. On poll it is emulated: send
+    /// everything (waiting for writability as needed), then receive.
+    /// Never raises `SIGPIPE`. An `input` without spare capacity, or an `out`
+    /// over 2 GiB, fails with `InvalidInput` before anything is sent.
+    ///
+    /// ```
+    /// # use ringvisor_runtime::{Backend, Loop, SendRecvOutcome};
+    /// # use std::io::{Read, Write};
+    /// # use std::os::fd::IntoRawFd;
+    /// let mut lp = Loop::new().unwrap();
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// ours.set_nonblocking(lp.backend() == Backend::Poll).unwrap();
+    /// let fd = ours.into_raw_fd();
+    /// peer.write_all(b"next request").unwrap();
+    /// let input = Vec::with_capacity(64);
+    /// lp.send_recv(fd, b"response".to_vec(), input, move |lp, outcome, out, input| {
+    ///     assert!(matches!(outcome, SendRecvOutcome::Received(Ok(12))));
+    ///     assert_eq!((&out[..], &input[..]), (&b"response"[..], &b"next request"[..]));
+    ///     lp.close(fd, |_, res| res.unwrap());
+    /// });
+    /// lp.run().unwrap();
+    /// let mut sent = [0u8; 8];
+    /// peer.read_exact(&mut sent).unwrap();
+    /// assert_eq!(&sent, b"response");
+    /// ```
+    pub fn send_recv(
+        &mut self,
+        fd: RawFd,
+        out: Vec<u8>,
+        input: Vec<u8>,
+        callback: impl FnOnce(&mut Loop, SendRecvOutcome, Vec<u8>, Vec<u8>) + 'static,
+    ) -> OpId {
+        let problem = if input.capacity() == input.len() {
+            Some("send_recv input buffer has no spare capacity")
+        } else if out.len() > i32::MAX as usize {
+            Some("send_recv output buffer over 2 GiB")
+        } else {
+            None
+        };
+        let kind = OpKind::SendRecv {
+            fd,
+            out,
+            sent: 0,
+            input,
+        };
+        let deliver = move |lp: &mut Loop, c: Completion| {
+            let Completion { result, kind } = c;
+            let OpKind::SendRecv {
+                out, sent, input, ..
+            } = kind
+            else {
+                unreachable!("send_recv completion carries send_recv data")
+            };
+            let outcome = if sent < out.len() {
+                debug_assert!(result.is_err(), "an unfinished send is an error");
+                SendRecvOutcome::SendFailed(result.err().unwrap_or_else(|| {
+                    OpError::Io(io::Error::other("send_recv: send did not finish"))
+                }))
+            } else {
+                SendRecvOutcome::Received(result.map(|n| n as usize))
+            };
+            callback(lp, outcome, out, input)
+        };
+        if let Some(problem) = problem {
+            let err = io::Error::new(io::ErrorKind::InvalidInput, problem);
             return self.fail_early(kind, err, deliver);
         }
         self.submit(kind, deliver)
