@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use clap::Parser;
-use ringvisor::{Backend, ListenOptions, Loop, OpError};
+use ringvisor::{Backend, ListenOptions, Loop, OpError, SendRecvOutcome};
 
 /// Bytes read per recv.
 const RECV_CAPACITY_BYTES: usize = 16 * 1024;
@@ -82,17 +82,26 @@ fn accept_next(lp: &mut Loop, listener: RawFd) {
     });
 }
 
-fn recv_next(lp: &mut Loop, fd: RawFd, mut buf: Vec<u8>) {
-    buf.clear();
+fn recv_next(lp: &mut Loop, fd: RawFd, buf: Vec<u8>) {
     lp.recv(fd, buf, move |lp, res, buf| match res {
-        Ok(n) if n > 0 => {
-            lp.send_all(fd, buf, move |lp, res, buf| match res {
-                Ok(_) => recv_next(lp, fd, buf),
-                Err(_) => close(lp, fd),
-            });
-        }
+        Ok(n) if n > 0 => echo_then_recv(lp, fd, buf, Vec::with_capacity(RECV_CAPACITY_BYTES)),
         _ => close(lp, fd),
     });
+}
+
+/// Echoes `received` and waits for the next message in one op (one kernel
+/// entry per message on io_uring). The two buffers swap roles each time.
+fn echo_then_recv(lp: &mut Loop, fd: RawFd, received: Vec<u8>, mut next: Vec<u8>) {
+    next.clear();
+    lp.send_recv(
+        fd,
+        received,
+        next,
+        move |lp, outcome, sent, next| match outcome {
+            SendRecvOutcome::Received(Ok(n)) if n > 0 => echo_then_recv(lp, fd, next, sent),
+            _ => close(lp, fd),
+        },
+    );
 }
 
 fn close(lp: &mut Loop, fd: RawFd) {
