@@ -10,6 +10,13 @@
 //! Closing cancels the connection's ops and closes its fd only once none is
 //! in flight (an fd must never be closed, and maybe reused, under an op).
 //!
+//! The next receive waits while a flush is coming (responses owed or
+//! unsent, no request partly read) and then goes out linked to it: one
+//! `send_recv` carries the answer and the wait for the next request. That
+//! op is both `recv_op` and the output's `send_op`; ending its receive
+//! early (draining) shuts the socket's read side rather than canceling it,
+//! which could cut the answer short.
+//!
 //! Timeouts use one loop timer per connection, re-armed lazily: it may fire
 //! early (the deadline moved later meanwhile), and then re-arms for the new
 //! deadline, so a keep-alive connection does not churn timers per request.
@@ -18,10 +25,10 @@ use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use ringvisor::{Loop, OpError, OpId, TimerId};
+use ringvisor::{Loop, OpError, OpId, SendRecvOutcome, TimerId};
 
 use crate::input::{Input, Limits, RecvTarget, Step};
-use crate::output::{self, Output, Responder};
+use crate::output::{self, Output, Responder, LINKED_SEND_BYTES_MAX};
 use crate::response::{Persistence, Response};
 use crate::router;
 use crate::server::{self, server_mut};
@@ -89,7 +96,24 @@ impl Conn {
 
     /// Whether a request is partly received or responses are owed or unsent.
     pub fn in_progress(&self) -> bool {
-        self.input.in_request() || !self.output.is_idle()
+        self.input.in_request() || !self.output.is_quiet()
+    }
+
+    /// Whether no receive is in flight while requests are being read: one
+    /// was held back for a flush.
+    pub fn holds_recv(&self) -> bool {
+        self.recv_op.is_none() && self.reading()
+    }
+
+    /// Whether requests are being read (phase open, reading not closed,
+    /// room to read into, output not backed up).
+    fn reading(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.read_closed
+            && !self.peer_closed
+            && !self.output.is_backlogged()
+            && self.input.has_room()
+            && (!self.draining || self.input.in_request())
     }
 
     fn deadline(&self, idle: Duration, request: Duration) -> Option<(Instant, Expiry)> {
@@ -218,18 +242,14 @@ fn take_slot(lp: &mut Loop, id: ConnId, request: &crate::input::Request) -> Opti
     Some(Responder { conn: id, seq })
 }
 
+/// Starts a plain receive if the connection wants one and none is in
+/// flight, unless it waits for a flush to go out linked to it.
 fn start_recv(lp: &mut Loop, id: ConnId) {
     let Some(conn) = server_mut(lp).conn_mut(id) else {
         return;
     };
     let wanted = match conn.phase {
-        Phase::Open => {
-            !conn.read_closed
-                && !conn.peer_closed
-                && !conn.output.is_backlogged()
-                && conn.input.has_room()
-                && (!conn.draining || conn.input.in_request())
-        }
+        Phase::Open => conn.reading() && (conn.input.in_request() || !conn.output.flush_coming()),
         Phase::Lingering { .. } => true,
         Phase::Closing => false,
     };
@@ -246,6 +266,69 @@ fn start_recv(lp: &mut Loop, id: ConnId) {
     });
     if let Some(conn) = server_mut(lp).conn_mut(id) {
         conn.recv_op = Some(op);
+    }
+}
+
+/// Whether a flush of `out_bytes`, about to go, should carry the next
+/// receive: everything owed is in it, it is small enough not to wait on a
+/// slow reader, and the connection wants its next request and has no
+/// receive or send in flight.
+pub fn linked_recv_wanted(conn: &Conn, out_bytes: usize) -> bool {
+    out_bytes <= LINKED_SEND_BYTES_MAX
+        && conn.output.owed() == 0
+        && conn.output.send_op.is_none()
+        && conn.recv_op.is_none()
+        && !conn.input.in_request()
+        && conn.reading()
+}
+
+/// Sends `out` and receives the next request in one op (see the module
+/// docs); the caller checked [`linked_recv_wanted`].
+pub fn send_then_recv(lp: &mut Loop, id: ConnId, out: Vec<u8>) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    debug_assert!(linked_recv_wanted(conn, out.len()));
+    let fd = conn.fd;
+    // An answer in flight is activity; a linked send is too small to need a
+    // write deadline of its own, so the idle one applies.
+    conn.last_activity = now;
+    let (target, input) = conn.input.take_recv_buffer();
+    let op = lp.send_recv(fd, out, input, move |lp, outcome, out, input| {
+        on_send_recv(lp, id, target, outcome, out, input)
+    });
+    if let Some(conn) = server_mut(lp).conn_mut(id) {
+        conn.recv_op = Some(op);
+        conn.output.send_op = Some(op);
+        conn.output.send_linked = true;
+    }
+}
+
+fn on_send_recv(
+    lp: &mut Loop,
+    id: ConnId,
+    target: RecvTarget,
+    outcome: SendRecvOutcome,
+    out: Vec<u8>,
+    input: Vec<u8>,
+) {
+    let now = lp.now();
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.output.send_op = None;
+    conn.output.send_linked = false;
+    match outcome {
+        SendRecvOutcome::Received(res) => {
+            output::sent(lp, id, out);
+            on_recv(lp, id, target, res, input);
+        }
+        SendRecvOutcome::SendFailed(e) => {
+            conn.recv_op = None;
+            conn.input.put_recv_buffer(target, input, 0, now);
+            on_io_error(lp, id, "send", e);
+        }
     }
 }
 
@@ -342,9 +425,21 @@ fn maybe_finish(lp: &mut Loop, id: ConnId) {
         since: now,
         dropped_bytes: 0,
     };
+    shut(lp, id, Shutdown::Write);
+    // A receive still out (canceled by a timeout) comes back first and
+    // starts the lingering reads itself.
+    start_recv(lp, id);
+}
+
+/// Shuts one side of the socket; a close waits for it.
+fn shut(lp: &mut Loop, id: ConnId, how: Shutdown) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    debug_assert!(!conn.shutdown_in_flight);
     conn.shutdown_in_flight = true;
     let fd = conn.fd;
-    lp.shutdown(fd, Shutdown::Write, move |lp, _| {
+    lp.shutdown(fd, how, move |lp, _| {
         if let Some(conn) = server_mut(lp).conn_mut(id) {
             conn.shutdown_in_flight = false;
             if conn.phase == Phase::Closing {
@@ -352,9 +447,24 @@ fn maybe_finish(lp: &mut Loop, id: ConnId) {
             }
         }
     });
-    // A receive still out (canceled by a timeout) comes back first and
-    // starts the lingering reads itself.
-    start_recv(lp, id);
+}
+
+/// Ends the receive in flight, if any, while the connection stays open. A
+/// linked one carries an answer that must not be cut short: the socket's
+/// read side is shut instead, and the receive ends with 0 bytes once the
+/// answer is out.
+fn stop_receiving(lp: &mut Loop, id: ConnId) {
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    match (conn.recv_op, conn.output.send_linked) {
+        (Some(_), true) if !conn.shutdown_in_flight => shut(lp, id, Shutdown::Read),
+        (Some(_), true) => {}
+        (Some(op), false) => {
+            lp.cancel(op);
+        }
+        (None, _) => {}
+    }
 }
 
 /// Closes at once: cancels what is in flight and closes the fd once all of
@@ -397,9 +507,7 @@ pub fn drain(lp: &mut Loop, id: ConnId) {
     conn.draining = true;
     if !conn.input.in_request() {
         conn.read_closed = true;
-        if let Some(op) = conn.recv_op {
-            lp.cancel(op);
-        }
+        stop_receiving(lp, id);
     }
     pump(lp, id);
 }
@@ -467,9 +575,7 @@ fn request_timed_out(lp: &mut Loop, id: ConnId) {
     conn.input.started = None;
     let method = conn.input.method();
     let seq = conn.output.push_slot(method, now, Persistence::Close);
-    if let Some(op) = conn.recv_op {
-        lp.cancel(op);
-    }
+    stop_receiving(lp, id);
     Responder { conn: id, seq }.send(lp, Response::text(408, "request timeout\n"));
     pump(lp, id);
 }

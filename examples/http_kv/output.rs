@@ -8,6 +8,12 @@
 //! queued in this tick, so every response ready in a tick leaves in one
 //! `send_all`. Only one send is in flight per connection; responses ready
 //! meanwhile wait in `out` for the next.
+//!
+//! A flush that answers everything owed, on a connection that wants its next
+//! request, goes out linked to that receive in one `send_recv` (one kernel
+//! entry per request-response exchange on io_uring; see
+//! [`conn::send_then_recv`]). The connection holds its receive back while a
+//! flush is coming so that the two can go together.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -28,6 +34,10 @@ pub const OUT_REUSE_BYTES_MAX: usize = 64 * 1024;
 /// Times a flush steps aside (re-defers) for answers expected later in the
 /// same tick before sending what is ready.
 pub const FLUSH_DEFERRALS_MAX: u32 = 2;
+/// Largest flush sent linked to the next receive. A bigger one may wait on
+/// a slow reader, so it goes alone, with the receive beside it, and reading
+/// goes on while it drains.
+pub const LINKED_SEND_BYTES_MAX: usize = 64 * 1024;
 
 /// Where one request's response goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +74,11 @@ pub struct Output {
     spare: Vec<u8>,
     /// The send in flight.
     pub send_op: Option<OpId>,
-    /// When the send in flight started.
+    /// When the send in flight started (not for a linked send).
     pub send_started: Option<Instant>,
+    /// The send in flight is a `send_recv`'s, which completes only with the
+    /// next request: counted as sent by [`Output::is_quiet`].
+    pub send_linked: bool,
     flush_scheduled: bool,
 }
 
@@ -79,6 +92,7 @@ impl Output {
             spare: Vec::new(),
             send_op: None,
             send_started: None,
+            send_linked: false,
             flush_scheduled: false,
         }
     }
@@ -99,6 +113,21 @@ impl Output {
             && self.out.is_empty()
             && self.send_op.is_none()
             && !self.flush_scheduled
+    }
+
+    /// Like [`Output::is_idle`], but a linked send counts as sent: a
+    /// keep-alive connection waiting for its next request is quiet.
+    pub fn is_quiet(&self) -> bool {
+        self.pending.is_empty()
+            && self.out.is_empty()
+            && (self.send_op.is_none() || self.send_linked)
+            && !self.flush_scheduled
+    }
+
+    /// A flush will come without anything more being received: responses
+    /// are owed, or ready and not yet sent.
+    pub fn flush_coming(&self) -> bool {
+        !self.pending.is_empty() || self.flush_scheduled || !self.out.is_empty()
     }
 
     /// Reserves the next response slot; returns its sequence number.
@@ -227,32 +256,50 @@ fn flush(lp: &mut Loop, id: ConnId, deferrals: u32) {
     }
     let spare = std::mem::take(&mut output.spare);
     let buf = std::mem::replace(&mut output.out, spare);
-    output.send_started = Some(now);
+    if conn::linked_recv_wanted(conn, buf.len()) {
+        return conn::send_then_recv(lp, id, buf);
+    }
+    conn.output.send_started = Some(now);
     let op = lp.send_all(fd, buf, move |lp, res, buf| on_sent(lp, id, res, buf));
-    if let Some(conn) = server_mut(lp).conn_mut(id) {
-        conn.output.send_op = Some(op);
+    let Some(conn) = server_mut(lp).conn_mut(id) else {
+        return;
+    };
+    conn.output.send_op = Some(op);
+    if conn.holds_recv() {
+        // A receive held back for this flush goes beside the send, after
+        // the requests already received are taken from its buffer.
+        conn::pump(lp, id);
     }
 }
 
-fn on_sent(lp: &mut Loop, id: ConnId, res: ringvisor::OpResult<usize>, mut buf: Vec<u8>) {
-    let now = lp.now();
+fn on_sent(lp: &mut Loop, id: ConnId, res: ringvisor::OpResult<usize>, buf: Vec<u8>) {
     let Some(conn) = server_mut(lp).conn_mut(id) else {
         return;
     };
     conn.output.send_op = None;
     conn.output.send_started = None;
     match res {
-        Ok(n) => {
-            conn.last_activity = now;
-            buf.clear();
-            if buf.capacity() > OUT_REUSE_BYTES_MAX {
-                buf.shrink_to(OUT_REUSE_BYTES_MAX);
-            }
-            conn.output.spare = buf;
-            server_mut(lp).metrics.bytes_sent += n as u64;
+        Ok(_) => {
+            sent(lp, id, buf);
             schedule_flush(lp, id);
             conn::pump(lp, id);
         }
         Err(e) => conn::on_io_error(lp, id, "send", e),
     }
+}
+
+/// Accounts for a send that went out whole and keeps its buffer for reuse.
+pub fn sent(lp: &mut Loop, id: ConnId, mut buf: Vec<u8>) {
+    let now = lp.now();
+    let server = server_mut(lp);
+    server.metrics.bytes_sent += buf.len() as u64;
+    let Some(conn) = server.conn_mut(id) else {
+        return;
+    };
+    conn.last_activity = now;
+    buf.clear();
+    if buf.capacity() > OUT_REUSE_BYTES_MAX {
+        buf.shrink_to(OUT_REUSE_BYTES_MAX);
+    }
+    conn.output.spare = buf;
 }
