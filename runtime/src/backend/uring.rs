@@ -298,15 +298,10 @@ impl UringDriver {
                 CANCEL_TAG => {}
                 TIMEOUT_TAG => self.timeout_deadline = None,
                 data => {
-                    let key = (data & INTERNAL_KEY) as usize;
-                    let raw = match self.linked.on_cqe(key, data, cqe.result()) {
-                        None => Some(RawCompletion {
-                            key,
-                            res: cqe.result(),
-                        }),
-                        Some(linked) => linked,
-                    };
-                    if let Some(raw) = raw {
+                    let (key, res) = ((data & INTERNAL_KEY) as usize, cqe.result());
+                    let raw = self.linked.on_cqe(key, data, res);
+                    // `None`: not a linked pair's; `Some(None)`: one is still owed.
+                    if let Some(raw) = raw.unwrap_or(Some(RawCompletion { key, res })) {
                         done.push(raw);
                         count += 1;
                     }
