@@ -303,6 +303,8 @@ pub fn send_then_recv(lp: &mut Loop, id: ConnId, out: Vec<u8>) {
         conn.output.send_op = Some(op);
         conn.output.send_linked = true;
     }
+    // The idle deadline starts now; the op may wait long for its request.
+    rearm_timer(lp, id);
 }
 
 fn on_send_recv(
