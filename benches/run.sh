@@ -468,7 +468,7 @@ write_preamble() {
 - kernel: $(uname -sr)
 - server pinned to CPU $SERVER_CPU, load generator (wrk -t1 / echo_load) to CPU $LOAD_CPU
 - syscalls counted with: $([ "$PERF" = 1 ] && echo "perf stat -e raw_syscalls:sys_enter -p PID (all the server's threads)" || echo "the loop's own counters (perf unavailable); peers not counted")
-- $kv_note (default 2 shards, data in a fresh temporary directory)
+- $kv_note (default 8 shards, data in a fresh temporary directory)
 - KV: $KEYS keys (all written before measuring), ${VALUE_BYTES}-byte values; GET-heavy = 90% GET, PUT-heavy = 90% PUT; wrk 4.1's latency percentiles are broken under pipelining (it reports 0), so pipelined rows have no p50/p99
 - echo: ${ECHO_BYTES}-byte messages, one in flight per connection, 0.5 s warm-up; per-request figures divide by every message of the run
 - a "load gen CPU" near 100% means the load generator, not the server, limits req/s
