@@ -1,17 +1,20 @@
 //! Request events through a `gen_event` manager.
 //!
 //! Every answered request is notified to the manager `events` (a child of the
-//! root supervisor). Two handlers are installed when it starts: `log`
+//! root supervisor), in batches: the requests answered in one tick go as one
+//! [`RequestEvents`] notification, so a pipelined tick of a thousand answers
+//! costs the manager one message, not a thousand. Two handlers are installed when it starts: `log`
 //! (a `tracing` debug line per request) and `metrics` (the Prometheus
 //! counters and latency histogram of `/metrics`). A handler that panics is
 //! removed and the others carry on; a restarted manager gets both again.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use ringvisor::behaviours::gen_event::{self, EventHandler, EventManager, HandlerAction};
 use ringvisor::behaviours::gen_server::{ServerRef, StartOptions};
 use ringvisor::behaviours::supervisor::ChildSpec;
-use ringvisor::behaviours::whereis;
+use ringvisor::behaviours::{is_alive, whereis, Pid};
 use ringvisor::Loop;
 
 use crate::http::Method;
@@ -34,13 +37,15 @@ pub struct RequestEvent {
 /// Logs each request at debug level.
 struct LogHandler;
 
-impl EventHandler<RequestEvent> for LogHandler {
+impl EventHandler<RequestEvents> for LogHandler {
     fn handle_event(
         &mut self,
-        event: &RequestEvent,
+        events: &RequestEvents,
         _lp: &mut Loop,
-    ) -> HandlerAction<RequestEvent> {
-        tracing::debug!(method = ?event.method, status = event.status, latency_us = event.latency.as_micros() as u64, "request");
+    ) -> HandlerAction<RequestEvents> {
+        for event in events.0.iter() {
+            tracing::debug!(method = ?event.method, status = event.status, latency_us = event.latency.as_micros() as u64, "request");
+        }
         HandlerAction::Keep
     }
 }
@@ -48,12 +53,21 @@ impl EventHandler<RequestEvent> for LogHandler {
 /// Counts requests for `/metrics`.
 struct MetricsHandler;
 
-impl EventHandler<RequestEvent> for MetricsHandler {
-    fn handle_event(&mut self, event: &RequestEvent, lp: &mut Loop) -> HandlerAction<RequestEvent> {
-        server_mut(lp)
-            .metrics
-            .record(event.method, event.status, event.latency);
+impl EventHandler<RequestEvents> for MetricsHandler {
+    fn handle_event(
+        &mut self,
+        events: &RequestEvents,
+        lp: &mut Loop,
+    ) -> HandlerAction<RequestEvents> {
+        record(lp, events);
         HandlerAction::Keep
+    }
+}
+
+fn record(lp: &mut Loop, events: &RequestEvents) {
+    let metrics = &mut server_mut(lp).metrics;
+    for event in events.0.iter() {
+        metrics.record(event.method, event.status, event.latency);
     }
 }
 
@@ -64,7 +78,7 @@ pub fn spec() -> ChildSpec {
             parent: Some(parent),
             ..StartOptions::named(MANAGER)
         };
-        let manager = gen_event::start::<RequestEvent>(lp, options)?;
+        let manager = gen_event::start::<RequestEvents>(lp, options)?;
         // Queued before any event: the first thing the new manager does.
         gen_event::add_handler(lp, manager, "log", Box::new(LogHandler), |_, r| {
             if let Err(e) = r {
@@ -80,15 +94,59 @@ pub fn spec() -> ChildSpec {
     })
 }
 
-/// Notifies an answered request; counted directly if the manager is down
-/// (restarting), so `/metrics` never misses a request.
+/// The requests answered in one tick, in the order they were answered.
+#[derive(Debug, Clone)]
+pub struct RequestEvents(pub Rc<[RequestEvent]>);
+
+/// Most events gathered before a batch goes out without waiting for the
+/// end of the tick's work.
+pub const BATCH_EVENTS_MAX: usize = 4096;
+
+/// Events waiting for the end of the tick, and the manager's last Pid.
+#[derive(Debug, Default)]
+pub struct Pending {
+    events: Vec<RequestEvent>,
+    manager: Option<Pid>,
+}
+
+/// Notifies an answered request, with the others answered in this tick.
 pub fn notify(lp: &mut Loop, event: RequestEvent) {
-    let sent = whereis(lp, MANAGER)
-        .map(ServerRef::<EventManager<RequestEvent>>::from_pid)
-        .map(|manager| gen_event::notify(lp, manager, event));
-    if !matches!(sent, Some(Ok(()))) {
-        server_mut(lp)
-            .metrics
-            .record(event.method, event.status, event.latency);
+    let pending = &mut server_mut(lp).events;
+    pending.events.push(event);
+    match pending.events.len() {
+        1 => lp.defer(flush),
+        BATCH_EVENTS_MAX => flush(lp),
+        _ => {}
     }
+}
+
+/// Sends the gathered events; counts them directly if the manager is down
+/// (restarting) or its mailbox is full, so `/metrics` never misses a request.
+fn flush(lp: &mut Loop) {
+    let pending = &mut server_mut(lp).events.events;
+    if pending.is_empty() {
+        return;
+    }
+    // One exact-size copy; the gathering buffer keeps its capacity, so a
+    // tick's events cost no doublings (each a copy of the whole batch).
+    let batch = RequestEvents(Rc::from(&pending[..]));
+    pending.clear();
+    let sent = manager(lp)
+        .map(ServerRef::<EventManager<RequestEvents>>::from_pid)
+        .map(|manager| gen_event::notify(lp, manager, batch.clone()));
+    if !matches!(sent, Some(Ok(()))) {
+        record(lp, &batch);
+    }
+}
+
+/// The live manager: the cached Pid while it is alive, else whatever is
+/// registered now.
+fn manager(lp: &mut Loop) -> Option<Pid> {
+    let cached = server_mut(lp).events.manager;
+    if let Some(pid) = cached.filter(|&pid| is_alive(lp, pid)) {
+        return Some(pid);
+    }
+    let pid = whereis(lp, MANAGER);
+    server_mut(lp).events.manager = pid;
+    pid
 }

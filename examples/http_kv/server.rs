@@ -57,6 +57,8 @@ pub struct Server {
     /// Shutting down: no new connections or requests.
     pub draining: bool,
     stopping: bool,
+    /// Request events gathered for the `events` manager.
+    pub events: crate::events::Pending,
 }
 
 /// The server extension. Installed by [`start`] before any callback runs and
@@ -111,6 +113,7 @@ pub fn start(lp: &mut Loop, config: Config, listener_fd: RawFd, local_addr: Sock
         },
         draining: false,
         stopping: false,
+        events: crate::events::Pending::default(),
     };
     lp.insert_extension(server);
     fill_accepts(lp);

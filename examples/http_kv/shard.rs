@@ -25,7 +25,7 @@ use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, Du
 use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
 use ringvisor::behaviours::persist::{DecodeError, Durability, StoreStats, RECORD_HEADER_BYTES};
 use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, Flags, Strategy};
-use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill};
+use ringvisor::behaviours::{is_alive, whereis, CallError, ExitReason, Kill, Pid};
 use ringvisor::Loop;
 
 use crate::config::SyncMode;
@@ -316,6 +316,10 @@ fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 struct Shards {
     names: Vec<String>,
     counters: Vec<Rc<Counters>>,
+    /// The last Pid `whereis` gave for each name: checking that it is alive
+    /// costs less per request than hashing the name (a restart registers a
+    /// new Pid, and the stale one fails the check).
+    pids: Vec<Cell<Option<Pid>>>,
 }
 
 fn durability(sync: SyncMode) -> Durability {
@@ -370,7 +374,12 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
     supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
         .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
     let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
-    lp.insert_extension(Shards { names, counters });
+    let pids = (0..config.shards).map(|_| Cell::new(None)).collect();
+    lp.insert_extension(Shards {
+        names,
+        counters,
+        pids,
+    });
     Ok(())
 }
 
@@ -395,11 +404,7 @@ pub fn call(
     reply: impl FnOnce(&mut Loop, Result<KvReply, ShardError>) + 'static,
 ) {
     debug_assert!(timeout > Duration::ZERO);
-    let pid = lp
-        .extension::<Shards>()
-        .and_then(|all| all.names.get(shard))
-        .and_then(|name| whereis(lp, name));
-    let Some(pid) = pid else {
+    let Some(pid) = shard_pid(lp, shard) else {
         lp.defer(move |lp| reply(lp, Err(ShardError::Unavailable)));
         return;
     };
@@ -415,6 +420,18 @@ pub fn call(
         };
         reply(lp, answer)
     });
+}
+
+/// The live process serving `shard`, if any.
+fn shard_pid(lp: &mut Loop, shard: usize) -> Option<Pid> {
+    let cached = lp.extension::<Shards>()?.pids.get(shard)?.get();
+    if let Some(pid) = cached.filter(|&pid| is_alive(lp, pid)) {
+        return Some(pid);
+    }
+    let all = lp.extension::<Shards>()?;
+    let pid = whereis(lp, all.names.get(shard)?);
+    all.pids[shard].set(pid);
+    pid
 }
 
 /// Every shard's figures, in shard order.
