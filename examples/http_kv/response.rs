@@ -151,19 +151,26 @@ pub fn encode(
     let bodiless = response.status < 200 || response.status == 204;
     debug_assert!(!bodiless || body.is_empty());
     // Formatting machinery (`write!`) costs more than the rest of the head
-    // together on the pipelined hot path; the head is plain bytes.
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(response.status));
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(response.status).as_bytes());
-    out.extend_from_slice(b"\r\ndate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(b"\r\n");
-    if !bodiless {
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(out, body.len() as u64);
-        out.extend_from_slice(b"\r\n");
+    // together on the pipelined hot path; the head is plain bytes, and room
+    // for all of it is made once.
+    out.reserve(HEAD_BYTES_MAX + if head_only { 0 } else { body.len() });
+    match status_line(response.status) {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_decimal(out, u64::from(response.status));
+            out.push(b' ');
+            out.extend_from_slice(reason_phrase(response.status).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(date);
+    if !bodiless {
+        out.extend_from_slice(b"\r\ncontent-length: ");
+        push_decimal(out, body.len() as u64);
+    }
+    out.extend_from_slice(b"\r\n");
     if let Some(content_type) = response.content_type {
         out.extend_from_slice(b"content-type: ");
         out.extend_from_slice(content_type.as_bytes());
@@ -186,6 +193,21 @@ pub fn encode(
     if !head_only && !bodiless {
         out.extend_from_slice(body);
     }
+}
+
+/// Room reserved for a head: the longest status line, date, length and
+/// content type, `Allow`, `Retry-After` and `Connection` fit.
+const HEAD_BYTES_MAX: usize = 320;
+
+/// The whole status line of the statuses answered on the hot path.
+fn status_line(status: u16) -> Option<&'static [u8]> {
+    Some(match status {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        _ => return None,
+    })
 }
 
 /// Appends `n` in decimal.
@@ -213,6 +235,23 @@ mod tests {
         let mut out = Vec::new();
         encode(r, head_only, p, DATE, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fast_status_lines_match_the_general_form() {
+        for status in [200u16, 201, 204, 404] {
+            let general = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+            assert_eq!(status_line(status), Some(general.as_bytes()));
+        }
+        let mut out = Vec::new();
+        encode(
+            &Response::text(503, "x"),
+            false,
+            Persistence::KeepAlive,
+            DATE,
+            &mut out,
+        );
+        assert!(out.starts_with(b"HTTP/1.1 503 Service Unavailable\r\ndate: "));
     }
 
     #[test]
