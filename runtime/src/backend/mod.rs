@@ -87,6 +87,8 @@ pub(crate) trait Wake: Send + Sync {
 pub(crate) struct BackendConfig {
     pub(crate) sq_entries: u32,
     pub(crate) file_threads: usize,
+    /// See [`crate::LoopBuilder::batch_wait`].
+    pub(crate) batch_wait: std::time::Duration,
 }
 
 pub(crate) trait Driver {

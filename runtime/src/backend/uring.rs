@@ -31,6 +31,8 @@ const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
 /// How many times dropping the driver waits for its own internal requests.
 const DROP_DRAIN_ATTEMPTS: usize = 100;
+/// Most completions a batch wait holds on for.
+const BATCH_MAX: usize = 64;
 
 /// `struct io_uring_getevents_arg` from the kernel's uapi.
 #[repr(C)]
@@ -117,6 +119,12 @@ pub(crate) struct UringDriver {
     timeout_deadline: Option<Instant>,
     /// `send_recv` pairs in flight.
     linked: LinkedOps,
+    /// Microseconds a waiting tick may hold on for a batch (0: never; also
+    /// 0 where the kernel lacks min-wait support).
+    batch_wait_us: u32,
+    /// Op completions the last waiting tick reaped: the batch the next one
+    /// waits for.
+    last_batch: usize,
 }
 
 impl UringDriver {
@@ -132,10 +140,18 @@ impl UringDriver {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let ext_arg = ring.params().is_feature_ext_arg();
         let cqe_skip = ring.params().is_feature_skip_cqe_on_success();
+        let min_wait = ext_arg && ring.params().is_feature_min_timeout();
+        let batch_wait_us = if min_wait {
+            config.batch_wait.as_micros().min(u128::from(u32::MAX)) as u32
+        } else {
+            0
+        };
         tracing::debug!(
             sq_entries = ring.params().sq_entries(),
             ext_arg,
             cqe_skip,
+            min_wait,
+            batch_wait_us,
             "io_uring ring ready"
         );
         Ok(UringDriver {
@@ -148,6 +164,8 @@ impl UringDriver {
             timeout_ts: Box::new(types::Timespec::new()),
             timeout_deadline: None,
             linked: LinkedOps::new(cqe_skip),
+            batch_wait_us,
+            last_batch: 1,
         })
     }
 
@@ -248,26 +266,34 @@ impl UringDriver {
         true
     }
 
+    /// Submits and waits for `min_complete` completions, or, with
+    /// `min_wait_us`, for that long for them and then for at least one.
     fn enter(
         &mut self,
         min_complete: u32,
+        min_wait_us: u32,
         timeout: Option<Duration>,
         stats: &mut Stats,
     ) -> io::Result<usize> {
         let to_submit = self.ring.submission().len() as u32;
         stats.syscalls += 1;
         let submitter = self.ring.submitter();
+        debug_assert!(min_wait_us == 0 || (self.ext_arg && min_complete > 1));
+        let with_arg = min_wait_us > 0 || (timeout.is_some() && min_complete > 0 && self.ext_arg);
         match timeout {
-            Some(t) if min_complete > 0 && self.ext_arg => {
-                let ts = KernelTimespec {
+            _ if with_arg => {
+                let ts = timeout.map(|t| KernelTimespec {
                     tv_sec: t.as_secs() as i64,
                     tv_nsec: t.subsec_nanos() as i64,
-                };
+                });
                 let arg = GetEventsArg {
                     sigmask: 0,
                     sigmask_sz: 0,
-                    min_wait_usec: 0,
-                    ts: &ts as *const KernelTimespec as u64,
+                    min_wait_usec: min_wait_us,
+                    // 0: no timeout, wait for completions only.
+                    ts: ts
+                        .as_ref()
+                        .map_or(0, |ts| ts as *const KernelTimespec as u64),
                 };
                 let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
                 // SAFETY: `arg` is a correctly laid out io_uring_getevents_arg
@@ -342,7 +368,7 @@ impl Driver for UringDriver {
     }
 
     fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()> {
-        match self.enter(0, None, stats) {
+        match self.enter(0, 0, None, stats) {
             Ok(_) => {}
             Err(e) if is_retry(&e) => {}
             Err(e) => return Err(e),
@@ -367,7 +393,7 @@ impl Driver for UringDriver {
     fn wait(
         &mut self,
         timeout: Option<Duration>,
-        _ops: &mut OpTable,
+        ops: &mut OpTable,
         done: &mut Vec<RawCompletion>,
         stats: &mut Stats,
     ) -> io::Result<()> {
@@ -391,8 +417,21 @@ impl Driver for UringDriver {
             Some(t) if t.is_zero() => 0,
             _ => 1,
         };
+        let mut min_wait_us = 0;
+        if min_complete == 1 && self.batch_wait_us > 0 {
+            // Hold on only for as many as the last wait got (one lone
+            // exchange among idle connections never waits), and for at most
+            // a quarter of what is in flight (no convoy of every connection).
+            let batch = self.last_batch.min(ops.in_kernel() / 4).min(BATCH_MAX);
+            if batch > 1 {
+                min_complete = batch as u32;
+                min_wait_us = self.batch_wait_us;
+            }
+        }
+        let waited = min_complete > 0;
+        let reaped_before = done.len();
         loop {
-            match self.enter(min_complete, timeout, stats) {
+            match self.enter(min_complete, min_wait_us, timeout, stats) {
                 Ok(_) => break,
                 // The wait timed out, or a signal arrived: an empty tick is fine.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {
@@ -405,11 +444,15 @@ impl Driver for UringDriver {
                         break;
                     }
                     min_complete = 0;
+                    min_wait_us = 0;
                 }
                 Err(e) => return Err(e),
             }
         }
         self.reap(done);
+        if waited {
+            self.last_batch = (done.len() - reaped_before).max(1);
+        }
         Ok(())
     }
 
@@ -454,7 +497,7 @@ impl Drop for UringDriver {
                 self.push_entry(&entry);
             }
             if self
-                .enter(1, Some(Duration::from_millis(100)), &mut stats)
+                .enter(1, 0, Some(Duration::from_millis(100)), &mut stats)
                 .is_err()
             {
                 break;

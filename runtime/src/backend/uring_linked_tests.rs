@@ -28,6 +28,7 @@ impl Harness {
         let config = BackendConfig {
             sq_entries: 8,
             file_threads: 1,
+            batch_wait: std::time::Duration::ZERO,
         };
         let mut driver = UringDriver::open(config).expect("io_uring");
         driver.linked.cqe_skip = cqe_skip;
