@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use super::Loop;
 
 /// Hint slots: a lookup tries the slot its type hashes to first.
-const HINT_SLOTS: usize = 16;
+const HINT_SLOTS: usize = 64;
 
 /// The loop's extensions: one boxed value per type, found by a linear scan
 /// that a per-type hint usually skips. Behaviours and servers look several
@@ -16,10 +16,18 @@ const HINT_SLOTS: usize = 16;
 /// more than the rest of the lookup); a hint is only ever a guess, checked
 /// against the entry's `TypeId`, so a stale one (after a removal moved
 /// entries) costs one scan and is then corrected.
-#[derive(Default)]
 pub(crate) struct Extensions {
     entries: Vec<(TypeId, Box<dyn Any>)>,
     hints: [Cell<u8>; HINT_SLOTS],
+}
+
+impl Default for Extensions {
+    fn default() -> Extensions {
+        Extensions {
+            entries: Vec::new(),
+            hints: [const { Cell::new(0) }; HINT_SLOTS],
+        }
+    }
 }
 
 impl Extensions {
@@ -27,6 +35,7 @@ impl Extensions {
         self.entries.clear();
     }
 
+    #[inline]
     fn index_of(&self, id: TypeId) -> Option<usize> {
         let hint = &self.hints[hint_slot(id)];
         let guess = usize::from(hint.get());
