@@ -18,6 +18,8 @@ mod events;
 mod http;
 #[path = "../examples/http_kv/input.rs"]
 mod input;
+#[path = "../examples/http_kv/key.rs"]
+mod key;
 #[path = "../examples/http_kv/metrics.rs"]
 mod metrics;
 #[path = "../examples/http_kv/output.rs"]

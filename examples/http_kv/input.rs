@@ -384,7 +384,7 @@ mod tests {
         let got = requests(&mut input);
         assert_eq!(got.len(), 3);
         let got: Vec<Request> = got.into_iter().map(Result::unwrap).collect();
-        assert_eq!(got[0].route, Route::Key(b"a".to_vec()));
+        assert_eq!(got[0].route, Route::Key(crate::key::Key::from(&b"a"[..])));
         assert_eq!(
             (got[1].method, &got[1].body[..]),
             (Method::Put, &b"xyz"[..])

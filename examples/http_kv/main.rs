@@ -25,6 +25,7 @@ mod date;
 mod events;
 mod http;
 mod input;
+mod key;
 mod metrics;
 mod output;
 mod percent;

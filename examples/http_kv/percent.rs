@@ -16,18 +16,24 @@ pub struct BadEscape;
 /// ```
 pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), BadEscape> {
     out.reserve(input.len());
+    decode_with(input, |b| out.push(b))
+}
+
+/// Percent-decodes `input`, handing each decoded byte to `push` in order
+/// (never more bytes than `input` has).
+pub fn decode_with(input: &[u8], mut push: impl FnMut(u8)) -> Result<(), BadEscape> {
     let mut i = 0;
     while i < input.len() {
         let b = input[i];
         if b != b'%' {
-            out.push(b);
+            push(b);
             i += 1;
             continue;
         }
         let hi = input.get(i + 1).and_then(|&c| hex_value(c));
         let lo = input.get(i + 2).and_then(|&c| hex_value(c));
         match (hi, lo) {
-            (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+            (Some(hi), Some(lo)) => push(hi << 4 | lo),
             _ => return Err(BadEscape),
         }
         i += 3;

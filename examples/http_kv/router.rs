@@ -17,6 +17,7 @@ use ringvisor::Loop;
 
 use crate::http::Method;
 use crate::input::Request;
+use crate::key::Key;
 use crate::output::Responder;
 use crate::percent;
 use crate::response::{self, Body, Response};
@@ -39,7 +40,7 @@ const ALLOW_POST: &str = "POST";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `/kv/{key}`.
-    Key(Vec<u8>),
+    Key(Key),
     /// `/kv?prefix=P&limit=N`.
     List {
         /// Keys must start with this.
@@ -99,10 +100,9 @@ fn strip_authority(target: &str) -> &str {
 }
 
 fn key_route(raw: &str) -> Route {
-    let mut key = Vec::new();
-    if percent::decode(raw.as_bytes(), &mut key).is_err() {
+    let Ok(key) = Key::decode(raw.as_bytes()) else {
         return invalid(400, "invalid percent-encoding in key\n");
-    }
+    };
     match key.len() {
         0 => invalid(400, "empty key\n"),
         n if n > KEY_BYTES_MAX => invalid(414, "key longer than 1024 bytes\n"),
@@ -145,6 +145,7 @@ pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
             Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }),
             Method::Put => {
                 let value = request.body;
+                let key = key.into_vec();
                 call_key(lp, responder, KvRequest::Put { key, value });
             }
             Method::Delete => call_key(lp, responder, KvRequest::Delete { key }),
@@ -176,8 +177,9 @@ pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
 }
 
 fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest) {
-    let key = match &request {
-        KvRequest::Get { key } | KvRequest::Put { key, .. } | KvRequest::Delete { key } => key,
+    let key: &[u8] = match &request {
+        KvRequest::Get { key } | KvRequest::Delete { key } => key,
+        KvRequest::Put { key, .. } => key,
         _ => unreachable!("call_key takes key requests"),
     };
     let config = &server(lp).config;
@@ -306,11 +308,17 @@ mod tests {
 
     #[test]
     fn routes_keys_lists_and_admin_paths() {
-        assert_eq!(route("/kv/a%2Fb", 8, false), Route::Key(b"a/b".to_vec()));
-        assert_eq!(route("/kv/a/b?x=1", 8, false), Route::Key(b"a/b".to_vec()));
+        assert_eq!(
+            route("/kv/a%2Fb", 8, false),
+            Route::Key(Key::from(&b"a/b"[..]))
+        );
+        assert_eq!(
+            route("/kv/a/b?x=1", 8, false),
+            Route::Key(Key::from(&b"a/b"[..]))
+        );
         assert_eq!(
             route("http://host:1/kv/z", 8, false),
-            Route::Key(b"z".to_vec())
+            Route::Key(Key::from(&b"z"[..]))
         );
         assert_eq!(
             route("/kv", 8, false),

@@ -29,6 +29,7 @@ use ringvisor::behaviours::{is_alive, whereis, CallError, ExitReason, Kill, Pid}
 use ringvisor::Loop;
 
 use crate::config::SyncMode;
+use crate::key::Key;
 
 /// A stored value, shared without copying between the shard and responses.
 pub type Value = Rc<[u8]>;
@@ -39,7 +40,7 @@ pub enum KvRequest {
     /// Read a key.
     Get {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// Write a key.
     Put {
@@ -51,7 +52,7 @@ pub enum KvRequest {
     /// Remove a key.
     Delete {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// This shard's keys starting with `prefix`, in byte order, at most `limit`.
     List {
@@ -192,10 +193,10 @@ impl DurableServer for KvShard {
 
     fn handle_call(&self, request: KvRequest) -> Decision<Self> {
         match request {
-            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&key).cloned())),
+            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&*key).cloned())),
             KvRequest::Put { key, value } => Decision::Record(KvEntry::Put(key, value)),
-            KvRequest::Delete { key } if self.map.contains_key(&key) => {
-                Decision::Record(KvEntry::Delete(key))
+            KvRequest::Delete { key } if self.map.contains_key(&*key) => {
+                Decision::Record(KvEntry::Delete(key.into_vec()))
             }
             KvRequest::Delete { .. } => Decision::Reply(KvReply::Deleted { existed: false }),
             KvRequest::List { prefix, limit } => {
@@ -594,13 +595,19 @@ mod tests {
                 key: b"k".to_vec(),
                 value: b"w".to_vec(),
             },
-            KvRequest::Get { key: b"k".to_vec() },
+            KvRequest::Get {
+                key: Key::from(&b"k"[..]),
+            },
             KvRequest::List {
                 prefix: b"".to_vec(),
                 limit: 10,
             },
-            KvRequest::Delete { key: b"k".to_vec() },
-            KvRequest::Delete { key: b"k".to_vec() },
+            KvRequest::Delete {
+                key: Key::from(&b"k"[..]),
+            },
+            KvRequest::Delete {
+                key: Key::from(&b"k"[..]),
+            },
         ];
         for request in requests {
             let got = got.clone();
@@ -631,7 +638,9 @@ mod tests {
         let got = Rc::new(RefCell::new(Vec::new()));
         for shard in [0, 0, 0, 7] {
             let got = got.clone();
-            let req = KvRequest::Get { key: b"x".to_vec() };
+            let req = KvRequest::Get {
+                key: Key::from(&b"x"[..]),
+            };
             call(&mut lp, shard, req, Duration::from_secs(1), move |_, r| {
                 got.borrow_mut().push(r)
             });
@@ -683,7 +692,9 @@ mod tests {
         call(
             &mut lp,
             0,
-            KvRequest::Get { key: b"a".to_vec() },
+            KvRequest::Get {
+                key: Key::from(&b"a"[..]),
+            },
             Duration::from_secs(1),
             move |_, r| g.borrow_mut().push(r),
         );
