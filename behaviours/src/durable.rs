@@ -58,8 +58,10 @@
 //! }
 //! ```
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use ringvisor_runtime::Loop;
 
@@ -160,6 +162,19 @@ pub struct Durable<D: DurableServer> {
     durable_seq: u64,
     entries_since_snapshot: u64,
     snapshotting: bool,
+    /// What the store has reported since this server last looked.
+    progress: Rc<Progress>,
+}
+
+/// Durability reports gathered for the server: each appended entry's
+/// callback records its seq here, and only the first of a tick's reports
+/// sends the server a message (a batch of 64 entries costs one wake-up,
+/// not 64).
+#[derive(Default)]
+struct Progress {
+    durable_seq: Cell<u64>,
+    failure: RefCell<Option<String>>,
+    wake_sent: Cell<bool>,
 }
 
 /// A typed reference to a durable server.
@@ -198,6 +213,7 @@ impl<D: DurableServer> GenServer for Durable<D> {
             durable_seq: 0,
             entries_since_snapshot: 0,
             snapshotting: false,
+            progress: Rc::default(),
         })
     }
 
@@ -247,6 +263,29 @@ impl<D: DurableServer> GenServer for Durable<D> {
         if let Err(e) = store.close(ctx.lp(), move |lp, result| closed.complete(lp, result)) {
             tracing::error!(error = %e, "store close refused");
         }
+    }
+}
+
+/// One entry's durability outcome, from the store: recorded in `progress`,
+/// and the server woken unless a wake-up is already on its way.
+fn report<D: DurableServer>(
+    lp: &mut Loop,
+    me: crate::pid::Pid,
+    progress: &Progress,
+    result: std::io::Result<u64>,
+) {
+    match result {
+        Ok(seq) => progress
+            .durable_seq
+            .set(progress.durable_seq.get().max(seq)),
+        Err(e) => {
+            let mut failure = progress.failure.borrow_mut();
+            failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+    if !progress.wake_sent.replace(true) {
+        // A server that is gone has nobody left to release.
+        let _ = gen_server::send_run::<Durable<D>>(lp, me, |me, ctx| me.progressed(ctx));
     }
 }
 
@@ -313,14 +352,11 @@ impl<D: DurableServer> Durable<D> {
             Decision::Reply(reply) => self.held.push_back((self.last_seq, from, reply)),
             Decision::Record(entry) => {
                 let me = ctx.pid();
+                let progress = self.progress.clone();
                 let appended = store.append_with(
                     ctx.lp(),
                     |buf| D::encode_entry(&entry, buf),
-                    move |lp, result| {
-                        gen_server::send_run::<Durable<D>>(lp, me, move |me, ctx| {
-                            me.durable(ctx, result)
-                        });
-                    },
+                    move |lp, result| report::<D>(lp, me, &progress, result),
                 );
                 match appended {
                     Ok(seq) => {
@@ -341,17 +377,17 @@ impl<D: DurableServer> Durable<D> {
         }
     }
 
-    /// An append's outcome: release replies now durable, or crash.
-    fn durable(&mut self, ctx: &mut Ctx<Self>, result: std::io::Result<u64>) {
-        match result {
-            Ok(seq) => {
-                if let Phase::Ready { state, store } = &mut self.phase {
-                    state.observe(&store.stats());
-                }
-                self.release(ctx, seq)
-            }
-            Err(e) => ctx.stop(ExitReason::error(format!("log write failed: {e}"))),
+    /// Appends reported durable (or lost): release the replies now durable,
+    /// or crash.
+    fn progressed(&mut self, ctx: &mut Ctx<Self>) {
+        self.progress.wake_sent.set(false);
+        if let Some(e) = self.progress.failure.borrow_mut().take() {
+            return ctx.stop(ExitReason::error(format!("log write failed: {e}")));
         }
+        if let Phase::Ready { state, store } = &mut self.phase {
+            state.observe(&store.stats());
+        }
+        self.release(ctx, self.progress.durable_seq.get())
     }
 
     fn release(&mut self, ctx: &mut Ctx<Self>, seq: u64) {
