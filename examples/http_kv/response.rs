@@ -11,8 +11,9 @@ pub enum Body {
     Empty,
     /// Fixed text.
     Static(&'static [u8]),
-    /// A stored value, shared with the shard that holds it.
-    Shared(Rc<[u8]>),
+    /// A stored value, shared with the shard that holds it (the request
+    /// body's own buffer: storing a PUT copies nothing).
+    Shared(Rc<Vec<u8>>),
     /// Bytes made for this response (listings, status, metrics).
     Owned(Vec<u8>),
 }
@@ -22,7 +23,7 @@ impl Body {
         match self {
             Body::Empty => &[],
             Body::Static(b) => b,
-            Body::Shared(b) => b,
+            Body::Shared(b) => b.as_slice(),
             Body::Owned(b) => b,
         }
     }
@@ -265,7 +266,7 @@ mod tests {
 
     #[test]
     fn encodes_status_headers_and_body() {
-        let r = Response::with_body(200, OCTETS, Body::Shared(Rc::from(&b"hi"[..])));
+        let r = Response::with_body(200, OCTETS, Body::Shared(Rc::new(b"hi".to_vec())));
         assert_eq!(
             encoded(&r, false, Persistence::KeepAlive),
             "HTTP/1.1 200 OK\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\ncontent-length: 2\r\n\

@@ -32,7 +32,7 @@ use crate::config::SyncMode;
 use crate::key::Key;
 
 /// A stored value, shared without copying between the shard and responses.
-pub type Value = Rc<[u8]>;
+pub type Value = Rc<Vec<u8>>;
 
 /// A request to one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +216,7 @@ impl DurableServer for KvShard {
     fn apply(&mut self, entry: KvEntry) -> KvReply {
         let reply = match entry {
             KvEntry::Put(key, value) => KvReply::Stored {
-                created: self.map.insert(key, Value::from(value)).is_none(),
+                created: self.map.insert(key, Rc::new(value)).is_none(),
             },
             KvEntry::Delete(key) => KvReply::Deleted {
                 existed: self.map.remove(&key).is_some(),
@@ -274,7 +274,7 @@ impl DurableServer for KvShard {
             }
             shard
                 .map
-                .insert(key.to_vec(), Value::from(&after_len[..len]));
+                .insert(key.to_vec(), Rc::new(after_len[..len].to_vec()));
             rest = &after_len[len..];
         }
         if !rest.is_empty() {
@@ -622,7 +622,7 @@ mod tests {
             vec![
                 Ok(KvReply::Stored { created: true }),
                 Ok(KvReply::Stored { created: false }),
-                Ok(KvReply::Value(Some(Value::from(&b"w"[..])))),
+                Ok(KvReply::Value(Some(Rc::new(b"w".to_vec())))),
                 Ok(KvReply::Keys(vec![b"k".to_vec()])),
                 Ok(KvReply::Deleted { existed: true }),
                 Ok(KvReply::Deleted { existed: false }),
@@ -701,7 +701,7 @@ mod tests {
         run_until_answers(&mut lp, &got, 3);
         assert_eq!(
             got.borrow()[2],
-            Ok(KvReply::Value(Some(Value::from(&b""[..])))),
+            Ok(KvReply::Value(Some(Rc::new(Vec::new())))),
             "kept across the crash"
         );
         assert_eq!((info(&lp)[0].keys, info(&lp)[0].restarts), (1, 1));
