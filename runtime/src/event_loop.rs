@@ -4,8 +4,9 @@
 //! A tick:
 //! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only);
 //! 2. one backend wait, bounded by the nearest timer (zero if work is ready);
-//! 3. settle completions into the ready queue;
-//! 4. run posted cross-thread work, due timers, then ready callbacks.
+//! 3. run posted cross-thread work, due timers and ready callbacks;
+//! 4. settle the tick's completions, running each callback as its op is
+//!    settled (no trip through the ready queue), then deferred work.
 //!
 //! Callbacks only ever queue work; nothing they do re-enters a backend or runs
 //! another callback on their stack.
@@ -97,6 +98,8 @@ impl LoopBuilder {
             ops: OpTable::new(),
             submit_queue: VecDeque::new(),
             raw_completions: Vec::new(),
+            completed: Vec::new(),
+            completed_next: 0,
             ready: VecDeque::new(),
             timers: Timers::new(),
             clock,
@@ -147,7 +150,15 @@ pub struct Loop {
     ops: OpTable,
     /// Ops waiting to be handed to the backend at the next tick.
     submit_queue: VecDeque<OpId>,
+    /// Completions reported outside a wait (a flush that made room, a poll
+    /// op done at once, a poll cancel), for the next tick.
     raw_completions: Vec<RawCompletion>,
+    /// This tick's completions, settled one by one as their callbacks run
+    /// (until then their ops are still in the table, in the kernel's hands).
+    completed: Vec<RawCompletion>,
+    /// Where `run_completions` is in `completed`; past it if a callback
+    /// panicked, so the rest still run (or are settled by drop).
+    completed_next: usize,
     ready: VecDeque<Ready>,
     timers: Timers,
     clock: Clock,
@@ -419,26 +430,25 @@ impl Loop {
             .retain(|&(_, closed_at)| closed_at + 1 >= tick);
         self.flush_submissions()?;
         let timeout = self.wait_timeout(wait);
-        let mut done = std::mem::take(&mut self.raw_completions);
+        self.completed.append(&mut self.raw_completions);
         // Nothing in any backend and no need to sleep: skip the kernel.
-        let idle = self.ops.in_kernel() == 0 && done.is_empty() && timeout == Some(Duration::ZERO);
+        let idle = self.ops.in_kernel() == 0
+            && self.completed.is_empty()
+            && timeout == Some(Duration::ZERO);
         let result = if idle {
             Ok(())
         } else {
             self.driver
-                .wait(timeout, &mut self.ops, &mut done, &mut self.stats)
+                .wait(timeout, &mut self.ops, &mut self.completed, &mut self.stats)
         };
         self.clock.update();
-        for raw in done.drain(..) {
-            let settled = self.ops.settle(raw);
-            self.settled(settled);
-        }
-        self.raw_completions = done;
+        // On an error the completions stay in `completed` for the next tick.
         result?;
         self.in_callbacks = true;
         self.run_posted();
         self.run_due_timers();
         self.run_ready();
+        self.run_completions();
         self.run_deferred();
         self.in_callbacks = false;
         Ok(())
@@ -457,6 +467,7 @@ impl Loop {
         // Completions a mid-tick flush already reaped are ready as well.
         if !self.ready.is_empty()
             || !self.raw_completions.is_empty()
+            || self.completed.len() > self.completed_next
             || !self.deferred.is_empty()
             || self.stopped
             || self.shared.has_pending()
@@ -591,6 +602,29 @@ impl Loop {
             self.stats.timers_fired += 1;
             callback.run(self);
         }
+    }
+
+    /// Settles this tick's completions in turn, running each callback as its
+    /// op leaves the table: a completion is copied once, from the table to
+    /// the callback. Until its turn an op stays in the table as in flight,
+    /// so a cancel from an earlier callback still gets `Canceled` delivered
+    /// (the kernel's cancel finds nothing, which is harmless).
+    fn run_completions(&mut self) {
+        while let Some(&raw) = self.completed.get(self.completed_next) {
+            self.completed_next += 1;
+            match self.ops.settle(raw) {
+                Settled::Deliver(callback, completion) => {
+                    self.stats.completions += 1;
+                    if let Some(callback) = callback {
+                        callback(self, completion);
+                    }
+                }
+                // A resubmit or a reap (rare): through the queues.
+                settled => self.settled(settled),
+            }
+        }
+        self.completed.clear();
+        self.completed_next = 0;
     }
 
     /// Runs the callbacks ready at the start of this step; those they make
