@@ -96,7 +96,7 @@ impl LoopBuilder {
         Ok(Loop {
             driver,
             ops: OpTable::new(),
-            submit_queue: VecDeque::new(),
+            submit_queue: Vec::new(),
             raw_completions: Vec::new(),
             completed: Vec::new(),
             completed_next: 0,
@@ -148,8 +148,8 @@ type Deferred = Box<dyn FnOnce(&mut Loop)>;
 pub struct Loop {
     driver: Box<dyn Driver>,
     ops: OpTable,
-    /// Ops waiting to be handed to the backend at the next tick.
-    submit_queue: VecDeque<OpId>,
+    /// Ops waiting to be handed to the backend at the next tick, in order.
+    submit_queue: Vec<OpId>,
     /// Completions reported outside a wait (a flush that made room, a poll
     /// op done at once, a poll cancel), for the next tick.
     raw_completions: Vec<RawCompletion>,
@@ -291,7 +291,14 @@ impl Loop {
     /// Submits a no-op through the backend (a round trip through the ring on
     /// io_uring); useful to measure the loop itself.
     pub fn nop(&mut self, callback: impl FnOnce(&mut Loop, crate::OpResult<()>) + 'static) -> OpId {
-        self.submit(OpKind::Nop, move |lp, c| callback(lp, c.result.map(|_| ())))
+        self.submit(OpKind::Nop, move |lp, c| {
+            match c.kind {
+                // Owns nothing: skip the call to the drop glue.
+                kind @ OpKind::Nop => std::mem::forget(kind),
+                kind => drop(kind),
+            }
+            callback(lp, c.result.map(|_| ()))
+        })
     }
 
     /// Queues an op; it reaches the backend at the next tick.
@@ -301,14 +308,14 @@ impl Loop {
         callback: impl FnOnce(&mut Loop, Completion) + 'static,
     ) -> OpId {
         let id = self.ops.insert(kind, Some(Box::new(callback)));
-        self.submit_queue.push_back(id);
+        self.submit_queue.push(id);
         id
     }
 
     /// Queues an op nobody waits for (the reaper's closes).
     pub(crate) fn submit_detached(&mut self, kind: OpKind) {
         let id = self.ops.insert(kind, None);
-        self.submit_queue.push_back(id);
+        self.submit_queue.push(id);
     }
 
     /// Delivers a completion for an op that failed before reaching any backend
@@ -494,16 +501,17 @@ impl Loop {
     /// flushed (one enter) and filling continues; an op is never failed
     /// because the ring is full.
     fn flush_submissions(&mut self) -> io::Result<()> {
+        let mut next = 0;
         let mut full_rounds = 0;
-        while let Some(id) = self.submit_queue.front().copied() {
-            let Some(slot) = self.ops.get_mut(id) else {
-                self.submit_queue.pop_front();
+        let result = loop {
+            let Some(&id) = self.submit_queue.get(next) else {
+                break Ok(());
+            };
+            // Canceled while queued (its key may hold another op by now).
+            let Some(slot) = self.ops.get_mut(id).filter(|s| s.state == OpState::Queued) else {
+                next += 1;
                 continue;
             };
-            if slot.state != OpState::Queued {
-                self.submit_queue.pop_front();
-                continue;
-            }
             let key = id.key as usize;
             match self.driver.push(
                 id,
@@ -516,7 +524,7 @@ impl Loop {
                     if let OpKind::Close { fd } = slot.kind {
                         self.recently_closed.push((fd, self.stats.ticks));
                     }
-                    self.submit_queue.pop_front();
+                    next += 1;
                     self.ops.mark_in_kernel(key);
                     self.stats.sqes_submitted += 1;
                     full_rounds = 0;
@@ -526,14 +534,19 @@ impl Loop {
                     // Two full rounds in a row means flushing freed nothing:
                     // leave the rest for the next tick rather than spin.
                     if full_rounds > 1 {
-                        break;
+                        break Ok(());
                     }
-                    self.driver
-                        .flush(&mut self.raw_completions, &mut self.stats)?;
+                    if let Err(e) = self
+                        .driver
+                        .flush(&mut self.raw_completions, &mut self.stats)
+                    {
+                        break Err(e);
+                    }
                 }
             }
-        }
-        Ok(())
+        };
+        self.submit_queue.drain(..next);
+        result
     }
 
     fn settled(&mut self, settled: Settled) {
@@ -567,7 +580,7 @@ impl Loop {
             .and_then(|slot| slot.kind.socket_fd());
         let closed = fd.is_some_and(|fd| self.recently_closed.iter().any(|&(c, _)| c == fd));
         if !closed {
-            self.submit_queue.push_back(id);
+            self.submit_queue.push(id);
             return;
         }
         if let Settled::Deliver(callback, completion) = self.ops.cancel_queued(key) {

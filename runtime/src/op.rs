@@ -192,15 +192,11 @@ pub(crate) enum OpKind {
     /// Sends `out[sent..]`, all of it, then receives into the spare capacity
     /// of `input` ([`crate::Loop::send_recv`]). The receive runs only once the
     /// whole send is done. On io_uring the two go out as one linked pair of
-    /// SQEs; the poll backend runs them in turn.
+    /// SQEs; the poll backend runs them in turn. The buffers are boxed:
+    /// inline, they would make every op's slot 24 bytes bigger.
     SendRecv {
         fd: RawFd,
-        out: Vec<u8>,
-        /// Bytes of `out` known to be sent: advanced by the poll backend as
-        /// it goes, after a short linked send on io_uring (the rest is
-        /// resubmitted), and set to `out.len()` by the receive's completion.
-        sent: usize,
-        input: Vec<u8>,
+        bufs: Box<SendRecvBufs>,
     },
     Shutdown {
         fd: RawFd,
@@ -225,10 +221,10 @@ pub(crate) enum OpKind {
         buf: Vec<u8>,
         offset: u64,
     },
+    /// Boxed for the same reason as `SendRecv`.
     Writev {
         fd: RawFd,
-        bufs: Vec<Vec<u8>>,
-        iovecs: Vec<libc::iovec>,
+        vecs: Box<WritevBufs>,
         offset: u64,
     },
     Fsync {
@@ -247,6 +243,22 @@ pub(crate) enum OpKind {
         path: CString,
         mode: u32,
     },
+}
+
+/// A `send_recv`'s buffers.
+pub(crate) struct SendRecvBufs {
+    pub(crate) out: Vec<u8>,
+    /// Bytes of `out` known to be sent: advanced by the poll backend as it
+    /// goes, after a short linked send on io_uring (the rest is resubmitted),
+    /// and set to `out.len()` by the receive's completion.
+    pub(crate) sent: usize,
+    pub(crate) input: Vec<u8>,
+}
+
+/// A vectored write's buffers and the iovecs pointing into them.
+pub(crate) struct WritevBufs {
+    pub(crate) bufs: Vec<Vec<u8>>,
+    pub(crate) iovecs: Vec<libc::iovec>,
 }
 
 impl OpKind {
@@ -468,39 +480,44 @@ impl OpTable {
     }
 
     /// Applies a backend completion: the kernel is done with the slot.
+    /// Inlined so the delivery is built where the loop consumes it.
+    #[inline]
     pub(crate) fn settle(&mut self, raw: RawCompletion) -> Settled {
-        if let Some(settled) = self.settle_send_recv(raw) {
-            return settled;
-        }
+        let key = raw.key & !SEND_DONE_KEY_FLAG;
         let slot = self
             .slots
-            .get_mut(raw.key)
+            .get_mut(key)
             .expect("completion for an op that is not in the table");
         assert!(
             slot.state != OpState::Queued,
             "completion for an op never submitted"
         );
-        if slot.state == OpState::InKernel && raw.res > 0 {
-            if let OpKind::Send {
+        match &mut slot.kind {
+            OpKind::SendRecv { .. } => {
+                return self
+                    .settle_send_recv(raw)
+                    .expect("the slot holds a send_recv")
+            }
+            OpKind::Send {
                 buf,
                 offset,
                 all: true,
                 ..
-            } = &mut slot.kind
-            {
+            } if slot.state == OpState::InKernel && raw.res > 0 => {
                 *offset += raw.res as usize;
                 debug_assert!(*offset <= buf.len());
                 if *offset < buf.len() {
                     slot.state = OpState::Queued;
                     self.in_kernel -= 1;
                     return Settled::Resubmit(OpId {
-                        key: raw.key as u32,
+                        key: key as u32,
                         generation: slot.generation,
                     });
                 }
             }
+            _ => debug_assert_eq!(key, raw.key, "only a send_recv's receive is flagged"),
         }
-        let slot = self.slots.remove(raw.key);
+        let slot = self.slots.remove(key);
         self.in_kernel -= 1;
         let mut kind = slot.kind;
         let canceled = slot.state == OpState::Canceling;

@@ -302,9 +302,15 @@ impl UringDriver {
                 TIMEOUT_TAG => self.timeout_deadline = None,
                 data => {
                     let (key, res) = ((data & INTERNAL_KEY) as usize, cqe.result());
-                    let raw = self.linked.on_cqe(key, data, res);
-                    // `None`: not a linked pair's; `Some(None)`: one is still owed.
-                    if let Some(raw) = raw.unwrap_or(Some(RawCompletion { key, res })) {
+                    let plain = Some(RawCompletion { key, res });
+                    // Most CQEs are plain ops': no lookup while no pair is in flight.
+                    let raw = if self.linked.is_empty() {
+                        plain
+                    } else {
+                        // `None`: not a linked pair's; `Some(None)`: one is still owed.
+                        self.linked.on_cqe(key, data, res).unwrap_or(plain)
+                    };
+                    if let Some(raw) = raw {
                         done.push(raw);
                         count += 1;
                     }

@@ -7,6 +7,7 @@ use io_uring::{opcode, squeue, types};
 use crate::op::OpKind;
 
 /// Builds the SQE for an op. Pointers go to heap memory owned by the op slot.
+#[inline]
 pub(super) fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
     match kind {
         OpKind::Nop => opcode::Nop::new().build(),
@@ -38,8 +39,8 @@ pub(super) fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
                 .build()
         }
         // The first of a send_recv's linked pair (see `push_send_recv`).
-        OpKind::SendRecv { fd, out, sent, .. } => {
-            let rest = &out[*sent..];
+        OpKind::SendRecv { fd, bufs } => {
+            let rest = &bufs.out[bufs.sent..];
             opcode::Send::new(types::Fd(*fd), rest.as_ptr(), rest.len() as u32)
                 .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
                 .build()
@@ -65,11 +66,12 @@ pub(super) fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
                 .offset(*offset)
                 .build()
         }
-        OpKind::Writev {
-            fd, iovecs, offset, ..
-        } => opcode::Writev::new(types::Fd(*fd), iovecs.as_ptr(), iovecs.len() as u32)
-            .offset(*offset)
-            .build(),
+        OpKind::Writev { fd, vecs, offset } => {
+            let iovecs = &vecs.iovecs;
+            opcode::Writev::new(types::Fd(*fd), iovecs.as_ptr(), iovecs.len() as u32)
+                .offset(*offset)
+                .build()
+        }
         OpKind::Fsync { fd, datasync } => {
             let flags = if *datasync {
                 types::FsyncFlags::DATASYNC
