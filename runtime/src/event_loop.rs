@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use crate::backend::{self, Backend, BackendConfig, Driver, Push};
 use crate::clock::Clock;
 use crate::handle::{LoopHandle, Posted, Shared};
-use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompletion, Settled};
+use crate::op::{
+    Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompletion, Settled, Verdict,
+};
 use crate::stats::Stats;
 use crate::timer::{TimerCallback, TimerId, Timers};
 
@@ -549,11 +551,20 @@ impl Loop {
         result
     }
 
+    /// Accounts for a settled op and queues its delivery, if any.
     fn settled(&mut self, settled: Settled) {
+        if let Some(ready) = self.accept_settled(settled) {
+            self.ready.push_back(ready);
+        }
+    }
+
+    /// Accounts for a settled op: a reap queues its close, a resubmit the
+    /// rest of its send. Returns what to deliver, if anything.
+    fn accept_settled(&mut self, settled: Settled) -> Option<Ready> {
         match settled {
             Settled::Deliver(callback, completion) => {
                 self.stats.completions += 1;
-                self.ready.push_back((callback, completion));
+                Some((callback, completion))
             }
             Settled::Resubmit(id) => self.resubmit(id),
             Settled::Reap(fd, callback, completion) => {
@@ -564,7 +575,7 @@ impl Loop {
                 );
                 self.submit_detached(OpKind::Close { fd });
                 self.stats.completions += 1;
-                self.ready.push_back((callback, completion));
+                Some((callback, completion))
             }
         }
     }
@@ -572,7 +583,7 @@ impl Loop {
     /// Queues the rest of a `send_all`, unless its fd was closed since it was
     /// last handed to the backend: the number may already name another socket,
     /// so the op ends as the close ended the others on that fd.
-    fn resubmit(&mut self, id: OpId) {
+    fn resubmit(&mut self, id: OpId) -> Option<Ready> {
         let key = id.key as usize;
         let fd = self
             .ops
@@ -581,16 +592,19 @@ impl Loop {
         let closed = fd.is_some_and(|fd| self.recently_closed.iter().any(|&(c, _)| c == fd));
         if !closed {
             self.submit_queue.push(id);
-            return;
+            return None;
         }
-        if let Settled::Deliver(callback, completion) = self.ops.cancel_queued(key) {
-            let completion = Completion {
-                result: Err(crate::OpError::Io(io::Error::from_raw_os_error(
-                    libc::ECANCELED,
-                ))),
-                kind: completion.kind,
-            };
-            self.settled(Settled::Deliver(callback, completion));
+        match self.ops.cancel_queued(key) {
+            Settled::Deliver(callback, completion) => {
+                let completion = Completion {
+                    result: Err(crate::OpError::Io(io::Error::from_raw_os_error(
+                        libc::ECANCELED,
+                    ))),
+                    kind: completion.kind,
+                };
+                self.accept_settled(Settled::Deliver(callback, completion))
+            }
+            other => self.accept_settled(other),
         }
     }
 
@@ -625,15 +639,45 @@ impl Loop {
     fn run_completions(&mut self) {
         while let Some(&raw) = self.completed.get(self.completed_next) {
             self.completed_next += 1;
-            match self.ops.settle(raw) {
-                Settled::Deliver(callback, completion) => {
+            let ready = match self.ops.verdict(raw) {
+                Some(Verdict::Done {
+                    result,
+                    orphan_fd: None,
+                }) => {
+                    let slot = self.ops.remove_done(raw.key);
                     self.stats.completions += 1;
-                    if let Some(callback) = callback {
-                        callback(self, completion);
+                    if let Some(callback) = slot.callback {
+                        callback(
+                            self,
+                            Completion {
+                                result,
+                                kind: slot.kind,
+                            },
+                        );
                     }
+                    continue;
                 }
-                // A resubmit or a reap (rare): through the queues.
-                settled => self.settled(settled),
+                // The rare cases, run in turn all the same: completions of
+                // one tick are delivered in the order they were reported.
+                Some(Verdict::Resubmit(id)) => self.resubmit(id),
+                Some(Verdict::Done {
+                    result,
+                    orphan_fd: Some(fd),
+                }) => {
+                    let slot = self.ops.remove_done(raw.key);
+                    let completion = Completion {
+                        result,
+                        kind: slot.kind,
+                    };
+                    self.accept_settled(Settled::Reap(fd, slot.callback, completion))
+                }
+                None => {
+                    let settled = self.ops.settle(raw);
+                    self.accept_settled(settled)
+                }
+            };
+            if let Some((Some(callback), completion)) = ready {
+                callback(self, completion);
             }
         }
         self.completed.clear();

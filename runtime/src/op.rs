@@ -386,6 +386,18 @@ pub(crate) enum Settled {
     Reap(RawFd, Option<OpCallback>, Completion),
 }
 
+/// What a completion does to its op ([`OpTable::verdict`]).
+pub(crate) enum Verdict {
+    /// The op is done: deliver `result`, and close `orphan_fd` if set (a
+    /// canceled op produced an fd nobody owns).
+    Done {
+        result: Result<i32, OpError>,
+        orphan_fd: Option<RawFd>,
+    },
+    /// A `send_all` advanced; the op goes back on the submission queue.
+    Resubmit(OpId),
+}
+
 /// The slab of ops with their lifecycle.
 pub(crate) struct OpTable {
     slots: slab::Slab<OpSlot>,
@@ -411,6 +423,7 @@ impl OpTable {
         self.in_kernel
     }
 
+    #[inline]
     pub(crate) fn insert(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
@@ -480,9 +493,37 @@ impl OpTable {
     }
 
     /// Applies a backend completion: the kernel is done with the slot.
-    /// Inlined so the delivery is built where the loop consumes it.
-    #[inline]
     pub(crate) fn settle(&mut self, raw: RawCompletion) -> Settled {
+        let key = raw.key & !SEND_DONE_KEY_FLAG;
+        let Some(verdict) = self.verdict(raw) else {
+            return self
+                .settle_send_recv(raw)
+                .expect("the slot holds a send_recv");
+        };
+        match verdict {
+            Verdict::Resubmit(id) => Settled::Resubmit(id),
+            Verdict::Done { result, orphan_fd } => {
+                let slot = self.remove_done(key);
+                let completion = Completion {
+                    result,
+                    kind: slot.kind,
+                };
+                match orphan_fd {
+                    Some(fd) => Settled::Reap(fd, slot.callback, completion),
+                    None => Settled::Deliver(slot.callback, completion),
+                }
+            }
+        }
+    }
+
+    /// The first half of [`OpTable::settle`], done in place: applies a
+    /// completion to its slot (bytes received, a `send_all`'s progress) and
+    /// says what follows, leaving a finished op in the table for
+    /// [`OpTable::remove_done`]. Split so the loop moves each finished op
+    /// once, from the table into its callback. `None` for a `send_recv`,
+    /// which only `settle` handles.
+    #[inline]
+    pub(crate) fn verdict(&mut self, raw: RawCompletion) -> Option<Verdict> {
         let key = raw.key & !SEND_DONE_KEY_FLAG;
         let slot = self
             .slots
@@ -492,59 +533,55 @@ impl OpTable {
             slot.state != OpState::Queued,
             "completion for an op never submitted"
         );
-        match &mut slot.kind {
-            OpKind::SendRecv { .. } => {
-                return self
-                    .settle_send_recv(raw)
-                    .expect("the slot holds a send_recv")
-            }
+        debug_assert!(
+            key == raw.key || matches!(slot.kind, OpKind::SendRecv { .. }),
+            "only a send_recv's receive is flagged"
+        );
+        let canceled = slot.state == OpState::Canceling;
+        let result = match &mut slot.kind {
+            OpKind::SendRecv { .. } => return None,
+            _ if canceled => Err(OpError::Canceled),
+            _ if raw.res < 0 => Err(OpError::Io(io::Error::from_raw_os_error(-raw.res))),
             OpKind::Send {
                 buf,
                 offset,
                 all: true,
                 ..
-            } if slot.state == OpState::InKernel && raw.res > 0 => {
+            } => {
                 *offset += raw.res as usize;
                 debug_assert!(*offset <= buf.len());
-                if *offset < buf.len() {
+                if raw.res > 0 && *offset < buf.len() {
                     slot.state = OpState::Queued;
                     self.in_kernel -= 1;
-                    return Settled::Resubmit(OpId {
+                    return Some(Verdict::Resubmit(OpId {
                         key: key as u32,
                         generation: slot.generation,
-                    });
+                    }));
                 }
+                // send_all reports every byte it sent across its resubmissions.
+                Ok(*offset as i32)
             }
-            _ => debug_assert_eq!(key, raw.key, "only a send_recv's receive is flagged"),
-        }
-        let slot = self.slots.remove(key);
-        self.in_kernel -= 1;
-        let mut kind = slot.kind;
-        let canceled = slot.state == OpState::Canceling;
-        let result = if canceled {
-            Err(OpError::Canceled)
-        } else if raw.res < 0 {
-            Err(OpError::Io(io::Error::from_raw_os_error(-raw.res)))
-        } else {
-            kind.commit_read(raw.res);
-            match &kind {
-                // send_all reports every byte it sent across its resubmissions
-                // (`offset` already counts this completion's bytes).
-                OpKind::Send {
-                    offset, all: true, ..
-                } => Ok(*offset as i32),
-                _ => Ok(raw.res),
+            kind => {
+                kind.commit_read(raw.res);
+                Ok(raw.res)
             }
         };
-        let orphan_fd = match (&result, kind.result_fd(raw.res)) {
-            (Err(_), Some(fd)) if canceled || matches!(kind, OpKind::Connect { .. }) => Some(fd),
+        let orphan_fd = match (&result, slot.kind.result_fd(raw.res)) {
+            (Err(_), Some(fd)) if canceled || matches!(slot.kind, OpKind::Connect { .. }) => {
+                Some(fd)
+            }
             _ => None,
         };
-        let completion = Completion { result, kind };
-        match orphan_fd {
-            Some(fd) => Settled::Reap(fd, slot.callback, completion),
-            None => Settled::Deliver(slot.callback, completion),
-        }
+        Some(Verdict::Done { result, orphan_fd })
+    }
+
+    /// Takes out an op [`OpTable::verdict`] found done.
+    #[inline]
+    pub(crate) fn remove_done(&mut self, key: usize) -> OpSlot {
+        let slot = self.slots.remove(key);
+        debug_assert_ne!(slot.state, OpState::Queued);
+        self.in_kernel -= 1;
+        slot
     }
 
     /// Keys of every op, for shutdown.
