@@ -148,7 +148,7 @@ type Deferred = Box<dyn FnOnce(&mut Loop)>;
 /// lp.run().unwrap();
 /// ```
 pub struct Loop {
-    driver: Box<dyn Driver>,
+    driver: backend::AnyDriver,
     ops: OpTable,
     /// Ops waiting to be handed to the backend at the next tick, in order.
     submit_queue: Vec<OpId>,

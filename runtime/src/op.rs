@@ -566,11 +566,11 @@ impl OpTable {
                 Ok(raw.res)
             }
         };
-        let orphan_fd = match (&result, slot.kind.result_fd(raw.res)) {
-            (Err(_), Some(fd)) if canceled || matches!(slot.kind, OpKind::Connect { .. }) => {
-                Some(fd)
-            }
-            _ => None,
+        // Only a failed or canceled op can leave an fd nobody owns.
+        let orphan_fd = match result {
+            Ok(_) => None,
+            Err(_) => (slot.kind.result_fd(raw.res))
+                .filter(|_| canceled || matches!(slot.kind, OpKind::Connect { .. })),
         };
         Some(Verdict::Done { result, orphan_fd })
     }

@@ -155,6 +155,7 @@ impl UringDriver {
     }
 
     /// Pushes one SQE; false if the SQ is full.
+    #[inline]
     fn push_entry(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: every pointer in `entry` refers to memory that stays valid
         // until its completion: op memory lives in the op table (stable heap
@@ -330,6 +331,7 @@ impl Driver for UringDriver {
         false
     }
 
+    #[inline]
     fn push(
         &mut self,
         id: OpId,

@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use super::{Loop, DROP_DRAIN_TIMEOUT};
+use crate::backend::Driver;
 use crate::op::{OpState, OpTable, RawCompletion, Settled};
 
 impl Loop {
