@@ -510,24 +510,22 @@ impl Loop {
                 break Ok(());
             };
             // Canceled while queued (its key may hold another op by now).
-            let Some(slot) = self.ops.get_mut(id).filter(|s| s.state == OpState::Queued) else {
+            let Some(mut op) = self.ops.queued_mut(id) else {
                 next += 1;
                 continue;
             };
-            let key = id.key as usize;
-            match self.driver.push(
-                id,
-                &mut slot.kind,
-                &mut self.raw_completions,
-                &mut self.stats,
-            ) {
+            let kind = op.kind();
+            match self
+                .driver
+                .push(id, kind, &mut self.raw_completions, &mut self.stats)
+            {
                 Push::Accepted => {
-                    tracing::trace!(op = slot.kind.name(), key, "submit");
-                    if let OpKind::Close { fd } = slot.kind {
+                    tracing::trace!(op = kind.name(), key = id.key, "submit");
+                    if let OpKind::Close { fd } = *kind {
                         self.recently_closed.push((fd, self.stats.ticks));
                     }
+                    op.mark_in_kernel();
                     next += 1;
-                    self.ops.mark_in_kernel(key);
                     self.stats.sqes_submitted += 1;
                     full_rounds = 0;
                 }

@@ -386,6 +386,25 @@ pub(crate) enum Settled {
     Reap(RawFd, Option<OpCallback>, Completion),
 }
 
+/// A queued op on its way to a backend ([`OpTable::queued_mut`]).
+pub(crate) struct QueuedOp<'a> {
+    slot: &'a mut OpSlot,
+    in_kernel: &'a mut usize,
+}
+
+impl QueuedOp<'_> {
+    pub(crate) fn kind(&mut self) -> &mut OpKind {
+        &mut self.slot.kind
+    }
+
+    /// Queued → InKernel: the backend accepted the op.
+    pub(crate) fn mark_in_kernel(self) {
+        debug_assert_eq!(self.slot.state, OpState::Queued);
+        self.slot.state = OpState::InKernel;
+        *self.in_kernel += 1;
+    }
+}
+
 /// What a completion does to its op ([`OpTable::verdict`]).
 pub(crate) enum Verdict {
     /// The op is done: deliver `result`, and close `orphan_fd` if set (a
@@ -458,7 +477,21 @@ impl OpTable {
         })
     }
 
-    /// Queued → InKernel: the backend accepted the op.
+    /// The op `id` names, if it is still queued: to hand to a backend, and
+    /// mark in the kernel without a second lookup.
+    #[inline]
+    pub(crate) fn queued_mut(&mut self, id: OpId) -> Option<QueuedOp<'_>> {
+        let OpTable {
+            slots, in_kernel, ..
+        } = self;
+        let slot = slots
+            .get_mut(id.key as usize)
+            .filter(|slot| slot.generation == id.generation && slot.state == OpState::Queued)?;
+        Some(QueuedOp { slot, in_kernel })
+    }
+
+    /// Queued → InKernel by key (tests; the loop uses [`QueuedOp`]).
+    #[cfg(test)]
     pub(crate) fn mark_in_kernel(&mut self, key: usize) {
         let slot = &mut self.slots[key];
         debug_assert_eq!(slot.state, OpState::Queued);
