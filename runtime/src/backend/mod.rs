@@ -2,8 +2,9 @@
 //!
 //! A backend takes ops the loop hands it (`push`), gets them to the kernel, and
 //! reports each op's completion exactly once as a cqe-style [`RawCompletion`].
-//! It never runs user callbacks: the loop moves completions to its ready queue
-//! first, so callbacks never recurse into a backend.
+//! It never runs user callbacks: the loop collects completions first and runs
+//! them from its own step of the tick, so callbacks never recurse into a
+//! backend.
 
 use std::io;
 use std::sync::Arc;

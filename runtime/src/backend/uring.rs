@@ -295,30 +295,31 @@ impl UringDriver {
 
     /// Moves every CQE into `done`; returns how many were op completions.
     fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
-        let mut count = 0;
-        for cqe in self.ring.completion() {
-            match cqe.user_data() {
+        let before = done.len();
+        let mut cq = self.ring.completion();
+        done.reserve(cq.len());
+        for cqe in &mut cq {
+            let (data, res) = (cqe.user_data(), cqe.result());
+            let key = (data & INTERNAL_KEY) as usize;
+            // Most CQEs are plain ops': no lookup while no pair is in flight.
+            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
+                done.push(RawCompletion { key, res });
+                continue;
+            }
+            match data {
                 WAKE_TAG => self.wake_armed = false,
                 CANCEL_TAG => {}
                 TIMEOUT_TAG => self.timeout_deadline = None,
-                data => {
-                    let (key, res) = ((data & INTERNAL_KEY) as usize, cqe.result());
+                _ => {
                     let plain = Some(RawCompletion { key, res });
-                    // Most CQEs are plain ops': no lookup while no pair is in flight.
-                    let raw = if self.linked.is_empty() {
-                        plain
-                    } else {
-                        // `None`: not a linked pair's; `Some(None)`: one is still owed.
-                        self.linked.on_cqe(key, data, res).unwrap_or(plain)
-                    };
-                    if let Some(raw) = raw {
+                    // `None`: not a linked pair's; `Some(None)`: one is still owed.
+                    if let Some(raw) = self.linked.on_cqe(key, data, res).unwrap_or(plain) {
                         done.push(raw);
-                        count += 1;
                     }
                 }
             }
         }
-        count
+        done.len() - before
     }
 }
 
