@@ -100,6 +100,25 @@ backend_tests! {
             assert!(lp.stats().syscalls >= 250, "{:?}", lp.stats());
         }
     }
+
+    fn a_panicking_callback_leaves_the_ticks_other_completions_to_the_next_run(backend) {
+        let mut lp = Loop::builder().backend(backend).build().expect("loop");
+        let ran = Rc::new(Cell::new(0u32));
+        lp.nop(|_, _| panic!("callback fails"));
+        for _ in 0..3 {
+            let r = ran.clone();
+            lp.nop(move |_, res| {
+                res.expect("nop");
+                r.set(r.get() + 1);
+            });
+        }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run()));
+        assert!(run.is_err(), "the panic reaches the caller");
+        assert_eq!(ran.get(), 0, "the panic came first");
+        lp.run_for(Duration::from_secs(10)).expect("run");
+        assert_eq!(ran.get(), 3, "each of the others ran once");
+        assert_eq!(lp.stats().ops_in_flight, 0);
+    }
 }
 
 /// Idle connected sockets whose recvs never complete on their own.

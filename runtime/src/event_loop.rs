@@ -4,8 +4,9 @@
 //! A tick:
 //! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only);
 //! 2. one backend wait, bounded by the nearest timer (zero if work is ready);
-//! 3. settle completions into the ready queue;
-//! 4. run posted cross-thread work, due timers, then ready callbacks.
+//! 3. run posted cross-thread work, due timers and ready callbacks;
+//! 4. settle the tick's completions, running each callback as its op is
+//!    settled (no trip through the ready queue), then deferred work.
 //!
 //! Callbacks only ever queue work; nothing they do re-enters a backend or runs
 //! another callback on their stack.
@@ -24,6 +25,7 @@ use crate::op::{Completion, OpCallback, OpId, OpKind, OpState, OpTable, RawCompl
 use crate::stats::Stats;
 use crate::timer::{TimerCallback, TimerId, Timers};
 
+mod deliver;
 mod drain;
 mod extensions;
 
@@ -114,8 +116,10 @@ impl LoopBuilder {
         Ok(Loop {
             driver,
             ops: OpTable::new(),
-            submit_queue: VecDeque::new(),
+            submit_queue: Vec::new(),
             raw_completions: Vec::new(),
+            completed: Vec::new(),
+            completed_next: 0,
             ready: VecDeque::new(),
             timers: Timers::new(),
             clock,
@@ -180,11 +184,19 @@ type Deferred = Box<dyn FnOnce(&mut Loop)>;
 /// lp.run().unwrap();
 /// ```
 pub struct Loop {
-    driver: Box<dyn Driver>,
+    driver: backend::AnyDriver,
     ops: OpTable,
-    /// Ops waiting to be handed to the backend at the next tick.
-    submit_queue: VecDeque<OpId>,
+    /// Ops waiting to be handed to the backend at the next tick, in order.
+    submit_queue: Vec<OpId>,
+    /// Completions reported outside a wait (a flush that made room, a poll
+    /// op done at once, a poll cancel), for the next tick.
     raw_completions: Vec<RawCompletion>,
+    /// This tick's completions, settled one by one as their callbacks run
+    /// (until then their ops are still in the table, in the kernel's hands).
+    completed: Vec<RawCompletion>,
+    /// Where `run_completions` is in `completed`; past it if a callback
+    /// panicked, so the rest still run (or are settled by drop).
+    completed_next: usize,
     ready: VecDeque<Ready>,
     timers: Timers,
     clock: Clock,
@@ -318,7 +330,14 @@ impl Loop {
     /// Submits a no-op through the backend (a round trip through the ring on
     /// io_uring); useful to measure the loop itself.
     pub fn nop(&mut self, callback: impl FnOnce(&mut Loop, crate::OpResult<()>) + 'static) -> OpId {
-        self.submit(OpKind::Nop, move |lp, c| callback(lp, c.result.map(|_| ())))
+        self.submit(OpKind::Nop, move |lp, c| {
+            match c.kind {
+                // Owns nothing: skip the call to the drop glue.
+                kind @ OpKind::Nop => std::mem::forget(kind),
+                kind => drop(kind),
+            }
+            callback(lp, c.result.map(|_| ()))
+        })
     }
 
     /// Queues an op; it reaches the backend at the next tick.
@@ -328,14 +347,14 @@ impl Loop {
         callback: impl FnOnce(&mut Loop, Completion) + 'static,
     ) -> OpId {
         let id = self.ops.insert(kind, Some(Box::new(callback)));
-        self.submit_queue.push_back(id);
+        self.submit_queue.push(id);
         id
     }
 
     /// Queues an op nobody waits for (the reaper's closes).
     pub(crate) fn submit_detached(&mut self, kind: OpKind) {
         let id = self.ops.insert(kind, None);
-        self.submit_queue.push_back(id);
+        self.submit_queue.push(id);
     }
 
     /// Delivers a completion for an op that failed before reaching any backend
@@ -457,26 +476,25 @@ impl Loop {
             .retain(|&(_, closed_at)| closed_at + 1 >= tick);
         self.flush_submissions()?;
         let timeout = self.wait_timeout(wait);
-        let mut done = std::mem::take(&mut self.raw_completions);
+        self.completed.append(&mut self.raw_completions);
         // Nothing in any backend and no need to sleep: skip the kernel.
-        let idle = self.ops.in_kernel() == 0 && done.is_empty() && timeout == Some(Duration::ZERO);
+        let idle = self.ops.in_kernel() == 0
+            && self.completed.is_empty()
+            && timeout == Some(Duration::ZERO);
         let result = if idle {
             Ok(())
         } else {
             self.driver
-                .wait(timeout, &mut self.ops, &mut done, &mut self.stats)
+                .wait(timeout, &mut self.ops, &mut self.completed, &mut self.stats)
         };
         self.clock.update();
-        for raw in done.drain(..) {
-            let settled = self.ops.settle(raw);
-            self.settled(settled);
-        }
-        self.raw_completions = done;
+        // On an error the completions stay in `completed` for the next tick.
         result?;
         self.in_callbacks = true;
         self.run_posted();
         self.run_due_timers();
         self.run_ready();
+        self.run_completions();
         self.run_deferred();
         self.in_callbacks = false;
         Ok(())
@@ -495,6 +513,7 @@ impl Loop {
         // Completions a mid-tick flush already reaped are ready as well.
         if !self.ready.is_empty()
             || !self.raw_completions.is_empty()
+            || self.completed.len() > self.completed_next
             || !self.deferred.is_empty()
             || self.stopped
             || self.shared.has_pending()
@@ -521,30 +540,29 @@ impl Loop {
     /// flushed (one enter) and filling continues; an op is never failed
     /// because the ring is full.
     fn flush_submissions(&mut self) -> io::Result<()> {
+        let mut next = 0;
         let mut full_rounds = 0;
-        while let Some(id) = self.submit_queue.front().copied() {
-            let Some(slot) = self.ops.get_mut(id) else {
-                self.submit_queue.pop_front();
+        let result = loop {
+            let Some(&id) = self.submit_queue.get(next) else {
+                break Ok(());
+            };
+            // Canceled while queued (its key may hold another op by now).
+            let Some(mut op) = self.ops.queued_mut(id) else {
+                next += 1;
                 continue;
             };
-            if slot.state != OpState::Queued {
-                self.submit_queue.pop_front();
-                continue;
-            }
-            let key = id.key as usize;
-            match self.driver.push(
-                id,
-                &mut slot.kind,
-                &mut self.raw_completions,
-                &mut self.stats,
-            ) {
+            let kind = op.kind();
+            match self
+                .driver
+                .push(id, kind, &mut self.raw_completions, &mut self.stats)
+            {
                 Push::Accepted => {
-                    tracing::trace!(op = slot.kind.name(), key, "submit");
-                    if let OpKind::Close { fd } = slot.kind {
+                    tracing::trace!(op = kind.name(), key = id.key, "submit");
+                    if let OpKind::Close { fd } = *kind {
                         self.recently_closed.push((fd, self.stats.ticks));
                     }
-                    self.submit_queue.pop_front();
-                    self.ops.mark_in_kernel(key);
+                    op.mark_in_kernel();
+                    next += 1;
                     self.stats.sqes_submitted += 1;
                     full_rounds = 0;
                 }
@@ -553,59 +571,19 @@ impl Loop {
                     // Two full rounds in a row means flushing freed nothing:
                     // leave the rest for the next tick rather than spin.
                     if full_rounds > 1 {
-                        break;
+                        break Ok(());
                     }
-                    self.driver
-                        .flush(&mut self.raw_completions, &mut self.stats)?;
+                    if let Err(e) = self
+                        .driver
+                        .flush(&mut self.raw_completions, &mut self.stats)
+                    {
+                        break Err(e);
+                    }
                 }
             }
-        }
-        Ok(())
-    }
-
-    fn settled(&mut self, settled: Settled) {
-        match settled {
-            Settled::Deliver(callback, completion) => {
-                self.stats.completions += 1;
-                self.ready.push_back((callback, completion));
-            }
-            Settled::Resubmit(id) => self.resubmit(id),
-            Settled::Reap(fd, callback, completion) => {
-                tracing::debug!(
-                    fd,
-                    op = completion.kind.name(),
-                    "reaping fd of a canceled op"
-                );
-                self.submit_detached(OpKind::Close { fd });
-                self.stats.completions += 1;
-                self.ready.push_back((callback, completion));
-            }
-        }
-    }
-
-    /// Queues the rest of a `send_all`, unless its fd was closed since it was
-    /// last handed to the backend: the number may already name another socket,
-    /// so the op ends as the close ended the others on that fd.
-    fn resubmit(&mut self, id: OpId) {
-        let key = id.key as usize;
-        let fd = self
-            .ops
-            .slot_mut(key)
-            .and_then(|slot| slot.kind.socket_fd());
-        let closed = fd.is_some_and(|fd| self.recently_closed.iter().any(|&(c, _)| c == fd));
-        if !closed {
-            self.submit_queue.push_back(id);
-            return;
-        }
-        if let Settled::Deliver(callback, completion) = self.ops.cancel_queued(key) {
-            let completion = Completion {
-                result: Err(crate::OpError::Io(io::Error::from_raw_os_error(
-                    libc::ECANCELED,
-                ))),
-                kind: completion.kind,
-            };
-            self.settled(Settled::Deliver(callback, completion));
-        }
+        };
+        self.submit_queue.drain(..next);
+        result
     }
 
     fn run_posted(&mut self) {
@@ -628,19 +606,6 @@ impl Loop {
         while let Some(callback) = self.timers.pop_due(now_ns, max_seq) {
             self.stats.timers_fired += 1;
             callback.run(self);
-        }
-    }
-
-    /// Runs the callbacks ready at the start of this step; those they make
-    /// ready run next tick.
-    fn run_ready(&mut self) {
-        let count = self.ready.len();
-        for _ in 0..count {
-            let (callback, completion) = self.ready.pop_front().expect("counted");
-            match callback {
-                Some(callback) => callback(self, completion),
-                None => drop(completion),
-            }
         }
     }
 }

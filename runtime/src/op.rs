@@ -3,7 +3,7 @@
 //! One lifecycle for every backend:
 //!
 //! ```text
-//!   Queued ──flush──▶ InKernel ──completion──▶ (removed, callback queued to run)
+//!   Queued ──flush──▶ InKernel ──completion──▶ (removed as its callback runs)
 //!     │                  │
 //!     │ cancel           │ cancel
 //!     ▼                  ▼
@@ -192,15 +192,11 @@ pub(crate) enum OpKind {
     /// Sends `out[sent..]`, all of it, then receives into the spare capacity
     /// of `input` ([`crate::Loop::send_recv`]). The receive runs only once the
     /// whole send is done. On io_uring the two go out as one linked pair of
-    /// SQEs; the poll backend runs them in turn.
+    /// SQEs; the poll backend runs them in turn. The buffers are boxed:
+    /// inline, they would make every op's slot 24 bytes bigger.
     SendRecv {
         fd: RawFd,
-        out: Vec<u8>,
-        /// Bytes of `out` known to be sent: advanced by the poll backend as
-        /// it goes, after a short linked send on io_uring (the rest is
-        /// resubmitted), and set to `out.len()` by the receive's completion.
-        sent: usize,
-        input: Vec<u8>,
+        bufs: Box<SendRecvBufs>,
     },
     Shutdown {
         fd: RawFd,
@@ -225,10 +221,10 @@ pub(crate) enum OpKind {
         buf: Vec<u8>,
         offset: u64,
     },
+    /// Boxed for the same reason as `SendRecv`.
     Writev {
         fd: RawFd,
-        bufs: Vec<Vec<u8>>,
-        iovecs: Vec<libc::iovec>,
+        vecs: Box<WritevBufs>,
         offset: u64,
     },
     Fsync {
@@ -247,6 +243,22 @@ pub(crate) enum OpKind {
         path: CString,
         mode: u32,
     },
+}
+
+/// A `send_recv`'s buffers.
+pub(crate) struct SendRecvBufs {
+    pub(crate) out: Vec<u8>,
+    /// Bytes of `out` known to be sent: advanced by the poll backend as it
+    /// goes, after a short linked send on io_uring (the rest is resubmitted),
+    /// and set to `out.len()` by the receive's completion.
+    pub(crate) sent: usize,
+    pub(crate) input: Vec<u8>,
+}
+
+/// A vectored write's buffers and the iovecs pointing into them.
+pub(crate) struct WritevBufs {
+    pub(crate) bufs: Vec<Vec<u8>>,
+    pub(crate) iovecs: Vec<libc::iovec>,
 }
 
 impl OpKind {
@@ -374,6 +386,25 @@ pub(crate) enum Settled {
     Reap(RawFd, Option<OpCallback>, Completion),
 }
 
+/// A queued op on its way to a backend ([`OpTable::queued_mut`]).
+pub(crate) struct QueuedOp<'a> {
+    slot: &'a mut OpSlot,
+    in_kernel: &'a mut usize,
+}
+
+impl QueuedOp<'_> {
+    pub(crate) fn kind(&mut self) -> &mut OpKind {
+        &mut self.slot.kind
+    }
+
+    /// Queued → InKernel: the backend accepted the op.
+    pub(crate) fn mark_in_kernel(self) {
+        debug_assert_eq!(self.slot.state, OpState::Queued);
+        self.slot.state = OpState::InKernel;
+        *self.in_kernel += 1;
+    }
+}
+
 /// The slab of ops with their lifecycle.
 pub(crate) struct OpTable {
     slots: slab::Slab<OpSlot>,
@@ -399,6 +430,7 @@ impl OpTable {
         self.in_kernel
     }
 
+    #[inline]
     pub(crate) fn insert(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
@@ -433,7 +465,21 @@ impl OpTable {
         })
     }
 
-    /// Queued → InKernel: the backend accepted the op.
+    /// The op `id` names, if it is still queued: to hand to a backend, and
+    /// mark in the kernel without a second lookup.
+    #[inline]
+    pub(crate) fn queued_mut(&mut self, id: OpId) -> Option<QueuedOp<'_>> {
+        let OpTable {
+            slots, in_kernel, ..
+        } = self;
+        let slot = slots
+            .get_mut(id.key as usize)
+            .filter(|slot| slot.generation == id.generation && slot.state == OpState::Queued)?;
+        Some(QueuedOp { slot, in_kernel })
+    }
+
+    /// Queued → InKernel by key (tests; the loop uses [`QueuedOp`]).
+    #[cfg(test)]
     pub(crate) fn mark_in_kernel(&mut self, key: usize) {
         let slot = &mut self.slots[key];
         debug_assert_eq!(slot.state, OpState::Queued);
@@ -467,69 +513,6 @@ impl OpTable {
         true
     }
 
-    /// Applies a backend completion: the kernel is done with the slot.
-    pub(crate) fn settle(&mut self, raw: RawCompletion) -> Settled {
-        if let Some(settled) = self.settle_send_recv(raw) {
-            return settled;
-        }
-        let slot = self
-            .slots
-            .get_mut(raw.key)
-            .expect("completion for an op that is not in the table");
-        assert!(
-            slot.state != OpState::Queued,
-            "completion for an op never submitted"
-        );
-        if slot.state == OpState::InKernel && raw.res > 0 {
-            if let OpKind::Send {
-                buf,
-                offset,
-                all: true,
-                ..
-            } = &mut slot.kind
-            {
-                *offset += raw.res as usize;
-                debug_assert!(*offset <= buf.len());
-                if *offset < buf.len() {
-                    slot.state = OpState::Queued;
-                    self.in_kernel -= 1;
-                    return Settled::Resubmit(OpId {
-                        key: raw.key as u32,
-                        generation: slot.generation,
-                    });
-                }
-            }
-        }
-        let slot = self.slots.remove(raw.key);
-        self.in_kernel -= 1;
-        let mut kind = slot.kind;
-        let canceled = slot.state == OpState::Canceling;
-        let result = if canceled {
-            Err(OpError::Canceled)
-        } else if raw.res < 0 {
-            Err(OpError::Io(io::Error::from_raw_os_error(-raw.res)))
-        } else {
-            kind.commit_read(raw.res);
-            match &kind {
-                // send_all reports every byte it sent across its resubmissions
-                // (`offset` already counts this completion's bytes).
-                OpKind::Send {
-                    offset, all: true, ..
-                } => Ok(*offset as i32),
-                _ => Ok(raw.res),
-            }
-        };
-        let orphan_fd = match (&result, kind.result_fd(raw.res)) {
-            (Err(_), Some(fd)) if canceled || matches!(kind, OpKind::Connect { .. }) => Some(fd),
-            _ => None,
-        };
-        let completion = Completion { result, kind };
-        match orphan_fd {
-            Some(fd) => Settled::Reap(fd, slot.callback, completion),
-            None => Settled::Deliver(slot.callback, completion),
-        }
-    }
-
     /// Keys of every op, for shutdown.
     pub(crate) fn keys(&self) -> Vec<usize> {
         self.slots.iter().map(|(key, _)| key).collect()
@@ -539,6 +522,10 @@ impl OpTable {
         self.slots[key].state
     }
 }
+
+#[path = "op_settle.rs"]
+mod settle;
+pub(crate) use settle::Verdict;
 
 #[path = "op_send_recv.rs"]
 mod send_recv;

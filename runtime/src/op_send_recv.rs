@@ -15,7 +15,9 @@
 
 use std::io;
 
-use super::{Completion, OpError, OpId, OpKind, OpState, OpTable, RawCompletion, Settled};
+use super::{
+    Completion, OpError, OpId, OpKind, OpState, OpTable, RawCompletion, SendRecvBufs, Settled,
+};
 
 /// Set in [`RawCompletion::key`] when the completion is a `send_recv`'s
 /// receive, whose arrival proves the whole send went out. Never set for any
@@ -28,13 +30,10 @@ impl OpTable {
         let send_done = raw.key & SEND_DONE_KEY_FLAG != 0;
         let key = raw.key & !SEND_DONE_KEY_FLAG;
         let slot = self.slots.get_mut(key)?;
-        let OpKind::SendRecv {
-            out, sent, input, ..
-        } = &mut slot.kind
-        else {
-            debug_assert!(!send_done, "only a send_recv's receive carries the flag");
+        let OpKind::SendRecv { bufs, .. } = &mut slot.kind else {
             return None;
         };
+        let SendRecvBufs { out, sent, input } = &mut **bufs;
         assert!(
             slot.state != OpState::Queued,
             "completion for an op never submitted"
@@ -97,9 +96,11 @@ mod tests {
     fn in_kernel(table: &mut OpTable, out: &[u8]) -> usize {
         let kind = OpKind::SendRecv {
             fd: 3,
-            out: out.to_vec(),
-            sent: 0,
-            input: Vec::with_capacity(8),
+            bufs: Box::new(SendRecvBufs {
+                out: out.to_vec(),
+                sent: 0,
+                input: Vec::with_capacity(8),
+            }),
         };
         let key = table.insert(kind, None).key as usize;
         table.mark_in_kernel(key);
@@ -110,10 +111,10 @@ mod tests {
         let Settled::Deliver(_, Completion { result, kind }) = settled else {
             panic!("expected a delivery")
         };
-        let OpKind::SendRecv { sent, input, .. } = kind else {
+        let OpKind::SendRecv { bufs, .. } = kind else {
             panic!("not a send_recv")
         };
-        (result, sent, input)
+        (result, bufs.sent, bufs.input)
     }
 
     #[test]

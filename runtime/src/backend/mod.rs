@@ -2,8 +2,9 @@
 //!
 //! A backend takes ops the loop hands it (`push`), gets them to the kernel, and
 //! reports each op's completion exactly once as a cqe-style [`RawCompletion`].
-//! It never runs user callbacks: the loop moves completions to its ready queue
-//! first, so callbacks never recurse into a backend.
+//! It never runs user callbacks: the loop collects completions first and runs
+//! them from its own step of the tick, so callbacks never recurse into a
+//! backend.
 
 use std::io;
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use std::time::Duration;
 use crate::op::{OpId, OpKind, OpTable, RawCompletion};
 use crate::stats::Stats;
 
+pub(crate) use dispatch::AnyDriver;
+
+mod dispatch;
 pub(crate) mod poll;
 pub(crate) mod pool;
 #[cfg(target_os = "linux")]
@@ -132,20 +136,20 @@ pub(crate) trait Driver {
 /// Builds the backend asked for. `Auto` probes io_uring and falls back to poll
 /// with one warning saying why.
 #[cfg(target_os = "linux")]
-pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<AnyDriver> {
     match requested {
         Backend::Uring => {
             let driver = uring::UringDriver::open(config).map_err(|e| {
                 io::Error::new(e.kind(), format!("io_uring backend unavailable: {e}"))
             })?;
             tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring");
-            Ok(Box::new(driver))
+            Ok(AnyDriver::Uring(driver))
         }
         Backend::Poll => open_poll(config),
         Backend::Auto => match uring::UringDriver::open(config) {
             Ok(driver) => {
                 tracing::debug!(sq_entries = config.sq_entries, "backend: io_uring (auto)");
-                Ok(Box::new(driver))
+                Ok(AnyDriver::Uring(driver))
             }
             Err(e) if uring::is_unavailable(&e) => {
                 tracing::warn!(reason = %e, "io_uring unavailable, falling back to poll backend");
@@ -159,7 +163,7 @@ pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<
 /// Builds the backend asked for: io_uring exists only on Linux, so `Auto`
 /// means poll (kqueue) and asking for `Uring` is an error.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<AnyDriver> {
     match requested {
         Backend::Uring => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -169,7 +173,7 @@ pub(crate) fn open(requested: Backend, config: BackendConfig) -> io::Result<Box<
     }
 }
 
-fn open_poll(config: BackendConfig) -> io::Result<Box<dyn Driver>> {
+fn open_poll(config: BackendConfig) -> io::Result<AnyDriver> {
     tracing::debug!(file_threads = config.file_threads, "backend: poll");
-    Ok(Box::new(poll::PollDriver::open(config)?))
+    Ok(AnyDriver::Poll(poll::PollDriver::open(config)?))
 }

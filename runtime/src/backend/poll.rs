@@ -18,7 +18,7 @@ use polling::{Event, Events, PollMode, Poller};
 
 use super::pool::FilePool;
 use super::{Backend, BackendConfig, Driver, Push, Wake};
-use crate::op::{OpId, OpKind, OpTable, RawCompletion};
+use crate::op::{OpId, OpKind, OpTable, RawCompletion, SendRecvBufs};
 use crate::stats::Stats;
 
 /// Syscalls one `Poller::wait` makes. On Linux, `polling` arms a timerfd
@@ -415,12 +415,10 @@ fn attempt(kind: &mut OpKind, stats: &mut Stats) -> Attempt {
                 };
                 (ret, true)
             }
-            OpKind::SendRecv {
-                fd,
-                out,
-                sent,
-                input,
-            } => send_recv_step(*fd, out, sent, input, stats),
+            OpKind::SendRecv { fd, bufs } => {
+                let SendRecvBufs { out, sent, input } = &mut **bufs;
+                send_recv_step(*fd, out, sent, input, stats)
+            }
             OpKind::Shutdown { fd, how } => {
                 stats.syscalls += 1;
                 // SAFETY: plain syscall on an fd number.

@@ -145,12 +145,10 @@ impl FilePool {
                 len: buf.len(),
                 offset: *offset,
             },
-            OpKind::Writev {
-                fd, iovecs, offset, ..
-            } => FileOp::Writev {
+            OpKind::Writev { fd, vecs, offset } => FileOp::Writev {
                 fd: *fd,
-                iov: iovecs.as_ptr(),
-                count: iovecs.len() as i32,
+                iov: vecs.iovecs.as_ptr(),
+                count: vecs.iovecs.len() as i32,
                 offset: *offset,
             },
             OpKind::Fsync { fd, datasync } => FileOp::Fsync {

@@ -21,6 +21,9 @@ use crate::stats::Stats;
 #[path = "uring_linked.rs"]
 mod linked;
 use linked::LinkedOps;
+#[path = "uring_sqe.rs"]
+mod sqe;
+use sqe::build_sqe;
 
 const INTERNAL_KEY: u64 = u32::MAX as u64;
 const WAKE_TAG: u64 = (1 << 32) | INTERNAL_KEY;
@@ -170,6 +173,7 @@ impl UringDriver {
     }
 
     /// Pushes one SQE; false if the SQ is full.
+    #[inline]
     fn push_entry(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: every pointer in `entry` refers to memory that stays valid
         // until its completion: op memory lives in the op table (stable heap
@@ -317,24 +321,31 @@ impl UringDriver {
 
     /// Moves every CQE into `done`; returns how many were op completions.
     fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
-        let mut count = 0;
-        for cqe in self.ring.completion() {
-            match cqe.user_data() {
+        let before = done.len();
+        let mut cq = self.ring.completion();
+        done.reserve(cq.len());
+        for cqe in &mut cq {
+            let (data, res) = (cqe.user_data(), cqe.result());
+            let key = (data & INTERNAL_KEY) as usize;
+            // Most CQEs are plain ops': no lookup while no pair is in flight.
+            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
+                done.push(RawCompletion { key, res });
+                continue;
+            }
+            match data {
                 WAKE_TAG => self.wake_armed = false,
                 CANCEL_TAG => {}
                 TIMEOUT_TAG => self.timeout_deadline = None,
-                data => {
-                    let (key, res) = ((data & INTERNAL_KEY) as usize, cqe.result());
-                    let raw = self.linked.on_cqe(key, data, res);
+                _ => {
+                    let plain = Some(RawCompletion { key, res });
                     // `None`: not a linked pair's; `Some(None)`: one is still owed.
-                    if let Some(raw) = raw.unwrap_or(Some(RawCompletion { key, res })) {
+                    if let Some(raw) = self.linked.on_cqe(key, data, res).unwrap_or(plain) {
                         done.push(raw);
-                        count += 1;
                     }
                 }
             }
         }
-        count
+        done.len() - before
     }
 }
 
@@ -347,6 +358,7 @@ impl Driver for UringDriver {
         false
     }
 
+    #[inline]
     fn push(
         &mut self,
         id: OpId,
@@ -559,96 +571,4 @@ fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Builds the SQE for an op. Pointers go to heap memory owned by the op slot.
-fn build_sqe(kind: &mut OpKind) -> squeue::Entry {
-    match kind {
-        OpKind::Nop => opcode::Nop::new().build(),
-        OpKind::Accept { fd, addr } => opcode::Accept::new(
-            types::Fd(*fd),
-            &mut addr.storage as *mut _ as *mut libc::sockaddr,
-            &mut addr.len,
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build(),
-        OpKind::Connect { fd, addr, .. } => opcode::Connect::new(
-            types::Fd(*fd),
-            &addr.storage as *const _ as *const libc::sockaddr,
-            addr.len,
-        )
-        .build(),
-        OpKind::Recv { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
-            let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Recv::new(types::Fd(*fd), spare.as_mut_ptr() as *mut u8, len).build()
-        }
-        OpKind::Send {
-            fd, buf, offset, ..
-        } => {
-            let rest = &buf[*offset..];
-            let len = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(*fd), rest.as_ptr(), len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        }
-        // The first of a send_recv's linked pair (see `push_send_recv`).
-        OpKind::SendRecv { fd, out, sent, .. } => {
-            let rest = &out[*sent..];
-            opcode::Send::new(types::Fd(*fd), rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
-                .build()
-        }
-        OpKind::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), *how).build(),
-        OpKind::Close { fd } => opcode::Close::new(types::Fd(*fd)).build(),
-        OpKind::Open { path, flags, mode } => {
-            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .flags(*flags)
-                .mode(*mode)
-                .build()
-        }
-        OpKind::Read { fd, buf, offset } => {
-            let spare = buf.spare_capacity_mut();
-            let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Read::new(types::Fd(*fd), spare.as_mut_ptr() as *mut u8, len)
-                .offset(*offset)
-                .build()
-        }
-        OpKind::Write { fd, buf, offset } => {
-            let len = buf.len().min(u32::MAX as usize) as u32;
-            opcode::Write::new(types::Fd(*fd), buf.as_ptr(), len)
-                .offset(*offset)
-                .build()
-        }
-        OpKind::Writev {
-            fd, iovecs, offset, ..
-        } => opcode::Writev::new(types::Fd(*fd), iovecs.as_ptr(), iovecs.len() as u32)
-            .offset(*offset)
-            .build(),
-        OpKind::Fsync { fd, datasync } => {
-            let flags = if *datasync {
-                types::FsyncFlags::DATASYNC
-            } else {
-                types::FsyncFlags::empty()
-            };
-            opcode::Fsync::new(types::Fd(*fd)).flags(flags).build()
-        }
-        OpKind::Rename { from, to } => opcode::RenameAt::new(
-            types::Fd(libc::AT_FDCWD),
-            from.as_ptr(),
-            types::Fd(libc::AT_FDCWD),
-            to.as_ptr(),
-        )
-        .build(),
-        OpKind::Unlink { path, dir } => {
-            opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .flags(if *dir { libc::AT_REMOVEDIR } else { 0 })
-                .build()
-        }
-        OpKind::Mkdir { path, mode } => {
-            opcode::MkDirAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .mode(*mode)
-                .build()
-        }
-    }
 }

@@ -33,7 +33,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, squeue, types};
 
 use super::{token, UringDriver, CANCEL_TAG};
-use crate::op::{OpId, OpKind, RawCompletion, SEND_DONE_KEY_FLAG};
+use crate::op::{OpId, OpKind, RawCompletion, SendRecvBufs, SEND_DONE_KEY_FLAG};
 
 /// XORed into an op's token to name the receive of its linked pair; the
 /// send carries the plain token. Flips the generation's top bit, so the
@@ -58,6 +58,8 @@ pub(super) struct LinkedOps {
     /// `IOSQE_CQE_SKIP_SUCCESS` goes on the send.
     pub(super) cqe_skip: bool,
     ops: Vec<Option<LinkedOp>>,
+    /// How many of `ops` are `Some`.
+    in_flight: usize,
     /// Linked pairs in flight per fd number.
     per_fd: Vec<u32>,
     /// Keys of canceled pairs whose CQE has not come yet.
@@ -73,11 +75,17 @@ impl LinkedOps {
         LinkedOps {
             cqe_skip,
             ops: Vec::new(),
+            in_flight: 0,
             per_fd: Vec::new(),
             canceling: Vec::new(),
             cancel_cursor: 0,
             held_closes: Vec::new(),
         }
+    }
+
+    /// True if no pair is in flight: no CQE can be a pair's.
+    pub(super) fn is_empty(&self) -> bool {
+        self.in_flight == 0
     }
 
     fn in_flight_on(&self, fd: RawFd) -> bool {
@@ -99,10 +107,12 @@ impl LinkedOps {
             self.per_fd[i] += 1;
         }
         self.ops[key] = Some(op);
+        self.in_flight += 1;
     }
 
     fn remove(&mut self, key: usize) -> LinkedOp {
         let op = self.ops[key].take().expect("a linked pair in flight");
+        self.in_flight -= 1;
         if let Some(n) = usize::try_from(op.fd)
             .ok()
             .and_then(|i| self.per_fd.get_mut(i))
@@ -181,15 +191,10 @@ impl UringDriver {
         send: squeue::Entry,
         kind: &mut OpKind,
     ) -> bool {
-        let OpKind::SendRecv {
-            fd,
-            out,
-            sent,
-            input,
-        } = kind
-        else {
+        let OpKind::SendRecv { fd, bufs } = kind else {
             unreachable!("push_send_recv takes a send_recv")
         };
+        let SendRecvBufs { out, sent, input } = &mut **bufs;
         let send_len = (out.len() - *sent) as u32;
         let mut flags = squeue::Flags::IO_LINK;
         if self.linked.cqe_skip {

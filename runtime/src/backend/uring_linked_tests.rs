@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::backend::{BackendConfig, Driver, Push};
-use crate::op::{Completion, OpError, OpState, OpTable, Settled};
+use crate::op::{Completion, OpError, OpState, OpTable, SendRecvBufs, Settled};
 use crate::stats::Stats;
 
 /// Waits a test allows before calling the pair lost.
@@ -122,19 +122,19 @@ fn pair() -> (UnixStream, UnixStream) {
 fn send_recv(fd: RawFd, out: &[u8]) -> OpKind {
     OpKind::SendRecv {
         fd,
-        out: out.to_vec(),
-        sent: 0,
-        input: Vec::with_capacity(64),
+        bufs: Box::new(SendRecvBufs {
+            out: out.to_vec(),
+            sent: 0,
+            input: Vec::with_capacity(64),
+        }),
     }
 }
 
 fn parts(completion: Completion) -> (Result<i32, OpError>, usize, Vec<u8>, Vec<u8>) {
-    let OpKind::SendRecv {
-        out, sent, input, ..
-    } = completion.kind
-    else {
+    let OpKind::SendRecv { bufs, .. } = completion.kind else {
         panic!("not a send_recv")
     };
+    let SendRecvBufs { out, sent, input } = *bufs;
     (completion.result, sent, out, input)
 }
 

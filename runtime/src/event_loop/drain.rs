@@ -6,13 +6,22 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use super::{Loop, DROP_DRAIN_TIMEOUT};
-use crate::op::{OpState, OpTable, Settled};
+use crate::backend::Driver;
+use crate::op::{OpState, OpTable, RawCompletion, Settled};
 
 impl Loop {
     /// Cancels every op and waits (bounded) for the kernel to return them.
     /// Callbacks do not run; fds produced late are closed.
     fn drain_for_drop(&mut self) {
         self.submit_queue.clear();
+        // Completions a panicking callback left unsettled: the kernel is done
+        // with these ops already.
+        let left = self
+            .completed
+            .split_off(self.completed_next.min(self.completed.len()));
+        for raw in left {
+            settle_for_drop(&mut self.ops, raw);
+        }
         for key in self.ops.keys() {
             match self.ops.state(key) {
                 OpState::Queued => {
@@ -40,15 +49,7 @@ impl Loop {
                 &mut self.stats,
             );
             for raw in done.drain(..) {
-                match self.ops.settle(raw) {
-                    Settled::Reap(fd, ..) => close_now(fd),
-                    Settled::Resubmit(id) => {
-                        // A send_all cut short: nobody waits for the rest.
-                        let key = id.key as usize;
-                        let _ = self.ops.cancel_queued(key);
-                    }
-                    Settled::Deliver(..) => {}
-                }
+                settle_for_drop(&mut self.ops, raw);
             }
             self.raw_completions = done;
             if let Err(e) = result {
@@ -63,6 +64,18 @@ impl Loop {
             );
             std::mem::forget(std::mem::replace(&mut self.ops, OpTable::new()));
         }
+    }
+}
+
+/// Settles a completion without running its callback.
+fn settle_for_drop(ops: &mut OpTable, raw: RawCompletion) {
+    match ops.settle(raw) {
+        Settled::Reap(fd, ..) => close_now(fd),
+        Settled::Resubmit(id) => {
+            // A send_all cut short: nobody waits for the rest.
+            let _ = ops.cancel_queued(id.key as usize);
+        }
+        Settled::Deliver(..) => {}
     }
 }
 

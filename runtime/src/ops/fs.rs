@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::event_loop::Loop;
-use crate::op::{Completion, OpId, OpKind, OpResult};
+use crate::op::{Completion, OpId, OpKind, OpResult, WritevBufs};
 
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -118,16 +118,15 @@ impl Loop {
             .collect();
         let kind = OpKind::Writev {
             fd,
-            bufs,
-            iovecs,
+            vecs: Box::new(WritevBufs { bufs, iovecs }),
             offset,
         };
         self.submit(kind, move |lp, c| {
             let Completion { result, kind } = c;
-            let OpKind::Writev { bufs, .. } = kind else {
+            let OpKind::Writev { vecs, .. } = kind else {
                 unreachable!("writev completion carries writev data")
             };
-            callback(lp, result.map(|n| n as usize), bufs)
+            callback(lp, result.map(|n| n as usize), vecs.bufs)
         })
     }
 

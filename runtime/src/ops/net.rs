@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
 
 use crate::event_loop::Loop;
-use crate::op::{Completion, OpError, OpId, OpKind, OpResult, SockAddrBuf};
+use crate::op::{Completion, OpError, OpId, OpKind, OpResult, SendRecvBufs, SockAddrBuf};
 
 /// Default listen backlog.
 pub const LISTEN_BACKLOG_DEFAULT: i32 = 1024;
@@ -310,18 +310,18 @@ impl Loop {
         };
         let kind = OpKind::SendRecv {
             fd,
-            out,
-            sent: 0,
-            input,
+            bufs: Box::new(SendRecvBufs {
+                out,
+                sent: 0,
+                input,
+            }),
         };
         let deliver = move |lp: &mut Loop, c: Completion| {
             let Completion { result, kind } = c;
-            let OpKind::SendRecv {
-                out, sent, input, ..
-            } = kind
-            else {
+            let OpKind::SendRecv { bufs, .. } = kind else {
                 unreachable!("send_recv completion carries send_recv data")
             };
+            let SendRecvBufs { out, sent, input } = *bufs;
             let outcome = if sent < out.len() {
                 debug_assert!(result.is_err(), "an unfinished send is an error");
                 SendRecvOutcome::SendFailed(result.err().unwrap_or_else(|| {
