@@ -36,6 +36,8 @@ const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
 const DROP_DRAIN_ATTEMPTS: usize = 100;
 /// Most completions a batch wait holds on for.
 const BATCH_MAX: usize = 64;
+/// A batch wait holds on for at most this fraction of the ops in flight.
+const BATCH_IN_FLIGHT_DIVISOR: usize = 16;
 
 /// `struct io_uring_getevents_arg` from the kernel's uapi.
 #[repr(C)]
@@ -433,8 +435,13 @@ impl Driver for UringDriver {
         if min_complete == 1 && self.batch_wait_us > 0 {
             // Hold on only for as many as the last wait got (one lone
             // exchange among idle connections never waits), and for at most
-            // a quarter of what is in flight (no convoy of every connection).
-            let batch = self.last_batch.min(ops.in_kernel() / 4).min(BATCH_MAX);
+            // a sixteenth of what is in flight: no convoy of every
+            // connection, and below 32 ops in flight no hold at all, where
+            // a hold would cost a round trip a noticeable share of its time.
+            let batch = self
+                .last_batch
+                .min(ops.in_kernel() / BATCH_IN_FLIGHT_DIVISOR)
+                .min(BATCH_MAX);
             if batch > 1 {
                 min_complete = batch as u32;
                 min_wait_us = self.batch_wait_us;

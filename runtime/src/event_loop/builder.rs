@@ -59,7 +59,7 @@ impl LoopBuilder {
     /// How long a waiting tick on io_uring may hold on for more completions
     /// (Linux 6.12's min-wait; ignored by poll and by older kernels). A tick
     /// with nothing to do waits for as many completions as the last waiting
-    /// tick reaped (at most a quarter of the ops in flight): it returns as
+    /// tick reaped (at most a sixteenth of the ops in flight): it returns as
     /// soon as they are in, or once `batch_wait` has passed with at least one
     /// in. One connection, or one active among many idle ones, never waits
     /// more than without it; under load, every kernel entry carries a bigger
