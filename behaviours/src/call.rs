@@ -1,12 +1,15 @@
 //! Calls in flight: who waits for which reply, with what timeout.
 //!
-//! Each reply type `R` has its own table (a loop extension), so replies are
+//! Each reply type `R` has its own table, kept in the process table's
+//! [`CallTables`] (one loop-extension lookup reaches both), so replies are
 //! never boxed as `Any`. A call ends exactly once: with the reply, `Timeout`,
 //! `Exit` (the callee died), `NoProc` or `Overloaded`; whichever comes first
 //! removes the entry, and anything later (a late reply) finds nothing and is
-//! dropped. Continuations always run from the loop, never inside `reply`.
+//! dropped. Continuations always run from the scheduler pass, never inside
+//! `reply`: a finished call queues its continuation and the pass drains it,
+//! so a round trip between processes needs no `Loop::defer`.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use ringvisor_runtime::{Loop, TimerId};
 
 use crate::pid::{ExitReason, Pid};
-use crate::process::{self, SendError};
+use crate::process::{self, Processes, SendError};
 
 /// Use as a call timeout to wait forever (OTP's `infinity`).
 pub const INFINITY: Duration = Duration::MAX;
@@ -64,18 +67,20 @@ pub struct From<R> {
 }
 
 type Continuation<R> = Box<dyn FnOnce(&mut Loop, Result<R, CallError>)>;
+type Finished<R> = (Continuation<R>, Result<R, CallError>);
 
 struct Waiting<R> {
     generation: u32,
     callee: Pid,
-    /// Index of its deadline queue, if it has a timeout.
-    deadlines: Option<u8>,
     continuation: Continuation<R>,
 }
 
 /// Calls with one timeout duration, in deadline order (deadlines of one
 /// duration grow with the loop's clock, so a FIFO is sorted). One loop timer
-/// per queue, armed for its front, replaces a timer per call.
+/// per queue replaces a timer per call. The timer stays armed while calls
+/// come and go (it may fire early and re-arm for the new front); it is
+/// canceled only when a drain finds the queue empty, so back-to-back calls
+/// do not each insert and cancel a timer.
 struct Deadlines {
     timeout: Duration,
     queue: VecDeque<(Instant, u32, u32)>,
@@ -88,65 +93,125 @@ const DEADLINE_QUEUES_MAX: usize = 16;
 struct Calls<R> {
     waiting: slab::Slab<Waiting<R>>,
     next_generation: u32,
-    /// Whether the callee-exit failer for `R` is registered.
-    registered: bool,
     deadlines: Vec<Deadlines>,
     /// Finished calls whose continuations run at the next drain.
-    ready: VecDeque<(Continuation<R>, Result<R, CallError>)>,
+    ready: VecDeque<Finished<R>>,
+    /// An empty queue swapped with `ready` by a drain (keeps its capacity:
+    /// no allocation per drain).
+    spare: VecDeque<Finished<R>>,
     drain_scheduled: bool,
 }
 
-fn calls<R: 'static>(lp: &mut Loop) -> &mut Calls<R> {
-    lp.extension_or_insert_with(|| Calls::<R> {
-        waiting: slab::Slab::new(),
-        next_generation: 0,
-        registered: false,
-        deadlines: Vec::new(),
-        ready: VecDeque::new(),
-        drain_scheduled: false,
-    })
+/// Scheduled drains run by the scheduler pass, FIFO.
+pub(crate) type Drain = fn(&mut Loop) -> usize;
+
+/// Every reply type's call table, plus the drains the scheduler owes.
+#[derive(Default)]
+pub(crate) struct CallTables {
+    tables: Vec<(TypeId, Box<dyn Any>)>,
+    /// Reply types with finished calls, in the order they first finished.
+    pub(crate) drains: VecDeque<Drain>,
 }
 
-/// Registers a call to `callee` and returns the token for its reply.
-pub(crate) fn begin<R: 'static>(
-    lp: &mut Loop,
+impl CallTables {
+    /// The table of reply type `R`, created on first use (with its
+    /// callee-exit failer registered in `failers`).
+    fn get<R: 'static>(&mut self) -> &mut Calls<R> {
+        let id = TypeId::of::<R>();
+        let index = match self.tables.iter().position(|(t, _)| *t == id) {
+            Some(index) => index,
+            None => {
+                self.tables.push((id, Box::new(Calls::<R>::new())));
+                self.tables.len() - 1
+            }
+        };
+        self.tables[index].1.downcast_mut().expect("TypeId matched")
+    }
+
+    /// The table of `R` if any call of that type was ever made.
+    fn find<R: 'static>(&mut self) -> Option<&mut Calls<R>> {
+        let id = TypeId::of::<R>();
+        self.tables
+            .iter_mut()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, table)| table.downcast_mut())
+    }
+}
+
+impl<R: 'static> Calls<R> {
+    fn new() -> Calls<R> {
+        Calls {
+            waiting: slab::Slab::new(),
+            next_generation: 0,
+            deadlines: Vec::new(),
+            ready: VecDeque::new(),
+            spare: VecDeque::new(),
+            drain_scheduled: false,
+        }
+    }
+}
+
+/// A timer to arm for a call just begun: (reply type's expire, queue, after).
+pub(crate) struct Arm {
+    expire: fn(&mut Loop, u64),
+    index: usize,
+    after: Duration,
+}
+
+/// Registers a call to `callee` in `procs` and returns the token for its
+/// reply, plus a deadline timer to arm (the caller arms it: the loop is
+/// borrowed through `procs` here). `now` is the loop's time.
+pub(crate) fn begin_in<R: 'static>(
+    procs: &mut Processes,
+    now: Instant,
     callee: Pid,
     timeout: Duration,
-    continuation: impl FnOnce(&mut Loop, Result<R, CallError>) + 'static,
-) -> From<R> {
-    let now = lp.now();
-    let table = calls::<R>(lp);
+    continuation: Continuation<R>,
+) -> (From<R>, Option<Arm>) {
+    if !procs
+        .calls
+        .tables
+        .iter()
+        .any(|(t, _)| *t == TypeId::of::<R>())
+    {
+        // First call with this reply type: let callee exits fail these calls.
+        procs.register_failer(TypeId::of::<R>(), fail_callee::<R>);
+    }
+    let table = procs.calls.get::<R>();
     table.next_generation = table.next_generation.wrapping_add(1);
     let generation = table.next_generation;
     let queue_index = (timeout != INFINITY).then(|| table.deadline_queue(timeout));
     let key = table.waiting.insert(Waiting {
         generation,
         callee,
-        deadlines: queue_index.map(|i| i as u8),
-        continuation: Box::new(continuation),
-    }) as u32;
-    let register = !std::mem::replace(&mut table.registered, true);
+        continuation,
+    });
+    assert!(key < u32::MAX as usize, "call table full");
+    let key = key as u32;
     let mut arm = None;
     if let Some(index) = queue_index {
         let deadlines = &mut table.deadlines[index];
         deadlines.queue.push_back((now + timeout, key, generation));
         if deadlines.timer.is_none() {
-            arm = Some((index, timeout));
+            arm = Some(Arm {
+                expire: expire::<R>,
+                index,
+                after: timeout,
+            });
         }
     }
-    if register {
-        // First call with this reply type: let callee exits fail these calls.
-        process::table(lp).register_failer(TypeId::of::<R>(), fail_callee::<R>);
-    }
-    if let Some((index, after)) = arm {
-        let timer = lp.timer_fn(after, expire::<R>, index as u64);
-        calls::<R>(lp).deadlines[index].timer = Some(timer);
-    }
-    From {
+    let from = From {
         key,
         generation,
         _reply: PhantomData,
-    }
+    };
+    (from, arm)
+}
+
+/// Arms the deadline timer `begin_in` asked for.
+pub(crate) fn arm<R: 'static>(lp: &mut Loop, arm: Arm) {
+    let timer = lp.timer_fn(arm.after, arm.expire, arm.index as u64);
+    process::table(lp).calls.get::<R>().deadlines[arm.index].timer = Some(timer);
 }
 
 impl<R> Calls<R> {
@@ -172,23 +237,39 @@ impl<R> Calls<R> {
             .is_some_and(|w| w.generation == generation)
     }
 
-    /// Drops finished calls from the front of a deadline queue; returns a
-    /// timer to cancel if the queue emptied.
-    fn trim(&mut self, index: usize) -> Option<TimerId> {
-        let mut deadlines = std::mem::take(&mut self.deadlines[index].queue);
-        while let Some((_, key, generation)) = deadlines.front() {
-            if self.is_waiting(*key, *generation) {
-                break;
+    /// Drops finished calls from the front of every deadline queue; returns
+    /// the timer of a queue that emptied, to cancel (at most one per call:
+    /// the caller loops).
+    fn trim(&mut self) -> Option<TimerId> {
+        for index in 0..self.deadlines.len() {
+            let mut deadlines = std::mem::take(&mut self.deadlines[index].queue);
+            while let Some((_, key, generation)) = deadlines.front() {
+                if self.is_waiting(*key, *generation) {
+                    break;
+                }
+                deadlines.pop_front();
             }
-            deadlines.pop_front();
+            let emptied = deadlines.is_empty();
+            self.deadlines[index].queue = deadlines;
+            if emptied {
+                if let Some(timer) = self.deadlines[index].timer.take() {
+                    return Some(timer);
+                }
+            }
         }
-        let emptied = deadlines.is_empty();
-        self.deadlines[index].queue = deadlines;
-        if emptied {
-            self.deadlines[index].timer.take()
-        } else {
-            None
+        None
+    }
+
+    /// Ends a call: queues its continuation for the next drain. Returns
+    /// `None` if nobody waits (a late reply), else whether the drain of `R`
+    /// must be scheduled.
+    fn finish(&mut self, key: u32, generation: u32, result: Result<R, CallError>) -> Option<bool> {
+        if !self.is_waiting(key, generation) {
+            return None;
         }
+        let waiting = self.waiting.remove(key as usize);
+        self.ready.push_back((waiting.continuation, result));
+        Some(!std::mem::replace(&mut self.drain_scheduled, true))
     }
 }
 
@@ -196,36 +277,61 @@ impl<R> Calls<R> {
 fn expire<R: 'static>(lp: &mut Loop, index: u64) {
     let index = index as usize;
     let now = lp.now();
-    calls::<R>(lp).deadlines[index].timer = None;
-    loop {
-        let table = calls::<R>(lp);
-        let Some(&(deadline, key, generation)) = table.deadlines[index].queue.front() else {
-            return;
-        };
-        if !table.is_waiting(key, generation) {
+    let mut schedule_pass = false;
+    let rearm = {
+        let procs = process::table(lp);
+        let table = procs.calls.get::<R>();
+        let mut schedule_drain = false;
+        table.deadlines[index].timer = None;
+        let rearm = loop {
+            let Some(&(deadline, key, generation)) = table.deadlines[index].queue.front() else {
+                break None;
+            };
+            if deadline > now && table.is_waiting(key, generation) {
+                break Some(deadline - now);
+            }
             table.deadlines[index].queue.pop_front();
-            continue;
+            schedule_drain |= table.finish(key, generation, Err(CallError::Timeout)) == Some(true);
+        };
+        if schedule_drain {
+            schedule_pass = procs.schedule_drain(drain::<R>);
         }
-        if deadline > now {
-            let timer = lp.timer_fn(deadline - now, expire::<R>, index as u64);
-            calls::<R>(lp).deadlines[index].timer = Some(timer);
-            return;
-        }
-        table.deadlines[index].queue.pop_front();
-        finish::<R>(lp, key, generation, Err(CallError::Timeout));
+        rearm
+    };
+    if let Some(after) = rearm {
+        let timer = lp.timer_fn(after, expire::<R>, index as u64);
+        process::table(lp).calls.get::<R>().deadlines[index].timer = Some(timer);
+    }
+    if schedule_pass {
+        process::defer_pass(lp);
     }
 }
 
-/// Runs the continuations of finished calls, from the loop.
-fn drain<R: 'static>(lp: &mut Loop) {
-    let ready = {
-        let table = calls::<R>(lp);
+/// Runs the continuations of calls of type `R` finished so far (called by
+/// the scheduler pass); returns how many ran. Then cancels the deadline
+/// timers of queues left empty.
+fn drain<R: 'static>(lp: &mut Loop) -> usize {
+    let mut batch = {
+        let table = process::table(lp).calls.get::<R>();
         table.drain_scheduled = false;
-        std::mem::take(&mut table.ready)
+        let mut batch = std::mem::take(&mut table.spare);
+        std::mem::swap(&mut batch, &mut table.ready);
+        batch
     };
-    for (continuation, result) in ready {
+    let ran = batch.len();
+    while let Some((continuation, result)) = batch.pop_front() {
         continuation(lp, result);
     }
+    let table = process::table(lp).calls.get::<R>();
+    table.spare = batch;
+    let mut idle = Vec::new();
+    while let Some(timer) = table.trim() {
+        idle.push(timer);
+    }
+    for timer in idle {
+        lp.cancel_timer(timer);
+    }
+    ran
 }
 
 /// A second token for the same call (the framework keeps one to reply with
@@ -256,33 +362,30 @@ fn finish<R: 'static>(
     generation: u32,
     result: Result<R, CallError>,
 ) -> bool {
-    let table = calls::<R>(lp);
-    if !table.is_waiting(key, generation) {
+    let procs = process::table(lp);
+    let Some(table) = procs.calls.find::<R>() else {
         return false;
-    }
-    let waiting = table.waiting.remove(key as usize);
-    let cancel = waiting
-        .deadlines
-        .and_then(|index| table.trim(index as usize));
-    table.ready.push_back((waiting.continuation, result));
-    let schedule = !std::mem::replace(&mut table.drain_scheduled, true);
-    if let Some(timer) = cancel {
-        lp.cancel_timer(timer);
-    }
-    if schedule {
-        lp.defer(drain::<R>);
+    };
+    let Some(schedule_drain) = table.finish(key, generation, result) else {
+        return false;
+    };
+    if schedule_drain && procs.schedule_drain(drain::<R>) {
+        process::defer_pass(lp);
     }
     true
 }
 
 /// Fails every call of reply type `R` still owed by `callee`.
 fn fail_callee<R: 'static>(lp: &mut Loop, callee: Pid, reason: &ExitReason) {
-    let owed: Vec<(u32, u32)> = calls::<R>(lp)
-        .waiting
-        .iter()
-        .filter(|(_, w)| w.callee == callee)
-        .map(|(key, w)| (key as u32, w.generation))
-        .collect();
+    let owed: Vec<(u32, u32)> = match process::table(lp).calls.find::<R>() {
+        Some(table) => table
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.callee == callee)
+            .map(|(key, w)| (key as u32, w.generation))
+            .collect(),
+        None => return,
+    };
     for (key, generation) in owed {
         finish::<R>(lp, key, generation, Err(CallError::Exit(reason.clone())));
     }
@@ -290,5 +393,8 @@ fn fail_callee<R: 'static>(lp: &mut Loop, callee: Pid, reason: &ExitReason) {
 
 /// Calls still waiting for a reply of type `R` (for tests and status pages).
 pub fn waiting<R: 'static>(lp: &mut Loop) -> usize {
-    calls::<R>(lp).waiting.len()
+    process::table(lp)
+        .calls
+        .find::<R>()
+        .map_or(0, |table| table.waiting.len())
 }

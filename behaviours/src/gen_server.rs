@@ -391,11 +391,22 @@ pub fn call<S: GenServer>(
     timeout: Duration,
     continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
 ) {
-    // A refused send fails the call through its entry, from the loop.
-    let from = crate::call::begin::<S::Reply>(lp, server.pid, timeout, continuation);
+    // One table lookup registers the call and queues the request.
+    let now = lp.now();
+    let procs = process::table(lp);
+    let continuation = Box::new(continuation);
+    let (from, arm) =
+        crate::call::begin_in::<S::Reply>(procs, now, server.pid, timeout, continuation);
     let alias = crate::call::from_alias(&from);
-    if let Err(e) = send::<S>(lp, server.pid, Msg::Call(request, from)) {
-        crate::call::fail(lp, alias, e.into());
+    let sent = procs.deliver(server.pid, Msg::Call(request, from), true, push_msg::<S>);
+    if let Some(arm) = arm {
+        crate::call::arm::<S::Reply>(lp, arm);
+    }
+    match sent {
+        Ok(true) => process::defer_pass(lp),
+        Ok(false) => {}
+        // A refused send fails the call through its entry, from the loop.
+        Err(e) => crate::call::fail(lp, alias, e.into()),
     }
 }
 

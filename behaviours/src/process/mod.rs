@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use ringvisor_runtime::{Loop, OpId, TimerId};
 
+use crate::call::{CallTables, Drain};
 use crate::pid::{ExitReason, MonitorRef, Pid};
 
 mod exit;
@@ -147,6 +148,8 @@ pub(crate) struct Processes {
     run_queue: VecDeque<Pid>,
     pass_scheduled: bool,
     call_failers: Vec<(std::any::TypeId, CallFailer)>,
+    /// Calls in flight and the continuations owed to their callers.
+    pub(crate) calls: CallTables,
 }
 
 /// The process table of a loop, created on first use.
@@ -159,6 +162,7 @@ pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
         run_queue: VecDeque::new(),
         pass_scheduled: false,
         call_failers: Vec::new(),
+        calls: CallTables::default(),
     })
 }
 
@@ -181,6 +185,18 @@ impl Processes {
             self.call_failers.push((type_id, failer));
         }
     }
+
+    /// Queues a reply type's drain for the scheduler pass; true if a pass
+    /// must be deferred (none is scheduled or running).
+    pub(crate) fn schedule_drain(&mut self, drain: Drain) -> bool {
+        self.calls.drains.push_back(drain);
+        !std::mem::replace(&mut self.pass_scheduled, true)
+    }
+}
+
+/// Defers a scheduler pass (after `enqueue` or `schedule_drain` said so).
+pub(crate) fn defer_pass(lp: &mut Loop) {
+    lp.defer(scheduler_pass);
 }
 
 /// Reserves a slot for a new process (its behaviour comes with `install`).
@@ -285,30 +301,40 @@ pub(crate) fn deliver<M: 'static>(
     user: bool,
     push: fn(&mut dyn Process, M),
 ) -> Result<(), SendError> {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return Err(SendError::NoProc);
-    };
-    if slot.exiting.is_some() && slot.linger_timer.is_none() {
-        return Err(SendError::NoProc);
-    }
-    if user {
-        if slot.exiting.is_some() {
-            return Err(SendError::NoProc);
-        }
-        if slot.queued >= slot.capacity {
-            return Err(SendError::Overloaded);
-        }
-        slot.queued += 1;
-    }
-    match slot.process.as_deref_mut() {
-        Some(process) => push(process, message),
-        None => slot.overflow.push(Pending::User(Box::new(message))),
-    }
-    if procs.enqueue(pid) {
+    if table(lp).deliver(pid, message, user, push)? {
         lp.defer(scheduler_pass);
     }
     Ok(())
+}
+
+impl Processes {
+    /// [`deliver`] on a borrowed table: returns true if a scheduler pass
+    /// must be deferred (see [`defer_pass`]).
+    pub(crate) fn deliver<M: 'static>(
+        &mut self,
+        pid: Pid,
+        message: M,
+        user: bool,
+        push: fn(&mut dyn Process, M),
+    ) -> Result<bool, SendError> {
+        let Some(slot) = self.slot_mut(pid) else {
+            return Err(SendError::NoProc);
+        };
+        if slot.exiting.is_some() && (user || slot.linger_timer.is_none()) {
+            return Err(SendError::NoProc);
+        }
+        if user {
+            if slot.queued >= slot.capacity {
+                return Err(SendError::Overloaded);
+            }
+            slot.queued += 1;
+        }
+        match slot.process.as_deref_mut() {
+            Some(process) => push(process, message),
+            None => slot.overflow.push(Pending::User(Box::new(message))),
+        }
+        Ok(self.enqueue(pid))
+    }
 }
 
 /// Delivers a system message (never refused for capacity).
@@ -345,22 +371,39 @@ impl Processes {
     }
 }
 
-/// Runs ready processes within the pass budget; leftover work continues after
-/// the loop has polled I/O (a zero timer), so a deep mailbox cannot starve
-/// the network.
+/// Runs ready processes and the continuations of finished calls within the
+/// pass budget; leftover work continues after the loop has polled I/O (a
+/// zero timer), so a deep mailbox cannot starve the network. A pass stays
+/// "scheduled" while it runs: sends and replies made from inside it are
+/// picked up by its loop instead of deferring another pass.
 fn scheduler_pass(lp: &mut Loop) {
-    table(lp).pass_scheduled = false;
     let mut budget = PASS_BUDGET;
+    // Drains take turns with processes: neither a deep mailbox nor a storm
+    // of failing calls can hold the other back.
+    let mut drain_turn = false;
     while budget > 0 {
-        let Some(pid) = table(lp).run_queue.pop_front() else {
+        let procs = table(lp);
+        let drain = if drain_turn || procs.run_queue.is_empty() {
+            procs.calls.drains.pop_front()
+        } else {
+            None
+        };
+        let handled = if let Some(drain) = drain {
+            drain_turn = false;
+            drain(lp)
+        } else if let Some(pid) = procs.run_queue.pop_front() {
+            drain_turn = true;
+            run_one(lp, pid)
+        } else {
+            procs.pass_scheduled = false;
             return;
         };
-        let handled = run_one(lp, pid);
         budget = budget.saturating_sub(handled.max(1));
     }
     let procs = table(lp);
-    if !procs.run_queue.is_empty() && !procs.pass_scheduled {
-        procs.pass_scheduled = true;
+    if procs.run_queue.is_empty() && procs.calls.drains.is_empty() {
+        procs.pass_scheduled = false;
+    } else {
         lp.timer(Duration::ZERO, scheduler_pass);
     }
 }
