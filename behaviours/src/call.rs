@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ringvisor_runtime::{Loop, TimerId};
 
 use crate::pid::{ExitReason, Pid};
-use crate::process::{self, Processes, SendError};
+use crate::process::{self, Processes, SendError, Work};
 
 /// Use as a call timeout to wait forever (OTP's `infinity`).
 pub const INFINITY: Duration = Duration::MAX;
@@ -102,8 +102,9 @@ struct Calls<R> {
     drain_scheduled: bool,
 }
 
-/// Scheduled drains run by the scheduler pass, FIFO.
-pub(crate) type Drain = fn(&mut Loop) -> usize;
+/// A reply type's drain, run by the scheduler pass with the budget left:
+/// returns how many continuations ran and the pass's next work.
+pub(crate) type Drain = fn(&mut Loop, usize) -> (usize, Work);
 
 /// Every reply type's call table, plus the drains the scheduler owes.
 #[derive(Default)]
@@ -308,9 +309,9 @@ fn expire<R: 'static>(lp: &mut Loop, index: u64) {
 }
 
 /// Runs the continuations of calls of type `R` finished so far (called by
-/// the scheduler pass); returns how many ran. Then cancels the deadline
-/// timers of queues left empty.
-fn drain<R: 'static>(lp: &mut Loop) -> usize {
+/// the scheduler pass with `budget` left), cancels the deadline timers of
+/// queues left empty, and picks the pass's next work in the same lookup.
+fn drain<R: 'static>(lp: &mut Loop, budget: usize) -> (usize, Work) {
     let mut batch = {
         let table = process::table(lp).calls.get::<R>();
         table.drain_scheduled = false;
@@ -322,16 +323,26 @@ fn drain<R: 'static>(lp: &mut Loop) -> usize {
     while let Some((continuation, result)) = batch.pop_front() {
         continuation(lp, result);
     }
-    let table = process::table(lp).calls.get::<R>();
+    let procs = process::table(lp);
+    let table = procs.calls.get::<R>();
     table.spare = batch;
-    let mut idle = Vec::new();
+    let Some(timer) = table.trim() else {
+        if ran >= budget {
+            return (ran, Work::Idle);
+        }
+        return (ran, procs.next_work(false));
+    };
+    let mut idle = vec![timer];
     while let Some(timer) = table.trim() {
         idle.push(timer);
     }
     for timer in idle {
         lp.cancel_timer(timer);
     }
-    ran
+    (
+        ran,
+        process::next_work(lp, budget.saturating_sub(ran), false),
+    )
 }
 
 /// A second token for the same call (the framework keeps one to reply with

@@ -18,14 +18,17 @@ use std::time::Duration;
 
 use ringvisor_runtime::{Loop, OpId, TimerId};
 
-use crate::call::{CallTables, Drain};
+use crate::call::CallTables;
 use crate::pid::{ExitReason, MonitorRef, Pid};
 
 mod exit;
+mod scheduler;
 
+use exit::finish_lingering_if_idle;
 pub use exit::stop;
 pub(crate) use exit::{abandon, hold, hold_is_current, release};
-use exit::{exit_process, finish_lingering_if_idle};
+pub(crate) use scheduler::{defer_pass, next_work, Work};
+use scheduler::{put_back, schedule};
 
 /// Default mailbox capacity of a process.
 pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
@@ -185,18 +188,6 @@ impl Processes {
             self.call_failers.push((type_id, failer));
         }
     }
-
-    /// Queues a reply type's drain for the scheduler pass; true if a pass
-    /// must be deferred (none is scheduled or running).
-    pub(crate) fn schedule_drain(&mut self, drain: Drain) -> bool {
-        self.calls.drains.push_back(drain);
-        !std::mem::replace(&mut self.pass_scheduled, true)
-    }
-}
-
-/// Defers a scheduler pass (after `enqueue` or `schedule_drain` said so).
-pub(crate) fn defer_pass(lp: &mut Loop) {
-    lp.defer(scheduler_pass);
 }
 
 /// Reserves a slot for a new process (its behaviour comes with `install`).
@@ -302,7 +293,7 @@ pub(crate) fn deliver<M: 'static>(
     push: fn(&mut dyn Process, M),
 ) -> Result<(), SendError> {
     if table(lp).deliver(pid, message, user, push)? {
-        lp.defer(scheduler_pass);
+        defer_pass(lp);
     }
     Ok(())
 }
@@ -351,102 +342,6 @@ pub(crate) fn deliver_sys(lp: &mut Loop, pid: Pid, msg: SysMsg) {
         None => slot.overflow.push(Pending::Sys(msg)),
     }
     schedule(lp, pid);
-}
-
-fn schedule(lp: &mut Loop, pid: Pid) {
-    if table(lp).enqueue(pid) {
-        lp.defer(scheduler_pass);
-    }
-}
-
-impl Processes {
-    /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
-    fn enqueue(&mut self, pid: Pid) -> bool {
-        let slot = self.slot_mut(pid).expect("scheduling a live process");
-        if !slot.in_run_queue {
-            slot.in_run_queue = true;
-            self.run_queue.push_back(pid);
-        }
-        !std::mem::replace(&mut self.pass_scheduled, true)
-    }
-}
-
-/// Runs ready processes and the continuations of finished calls within the
-/// pass budget; leftover work continues after the loop has polled I/O (a
-/// zero timer), so a deep mailbox cannot starve the network. A pass stays
-/// "scheduled" while it runs: sends and replies made from inside it are
-/// picked up by its loop instead of deferring another pass.
-fn scheduler_pass(lp: &mut Loop) {
-    let mut budget = PASS_BUDGET;
-    // Drains take turns with processes: neither a deep mailbox nor a storm
-    // of failing calls can hold the other back.
-    let mut drain_turn = false;
-    while budget > 0 {
-        let procs = table(lp);
-        let drain = if drain_turn || procs.run_queue.is_empty() {
-            procs.calls.drains.pop_front()
-        } else {
-            None
-        };
-        let handled = if let Some(drain) = drain {
-            drain_turn = false;
-            drain(lp)
-        } else if let Some(pid) = procs.run_queue.pop_front() {
-            drain_turn = true;
-            run_one(lp, pid)
-        } else {
-            procs.pass_scheduled = false;
-            return;
-        };
-        budget = budget.saturating_sub(handled.max(1));
-    }
-    let procs = table(lp);
-    if procs.run_queue.is_empty() && procs.calls.drains.is_empty() {
-        procs.pass_scheduled = false;
-    } else {
-        lp.timer(Duration::ZERO, scheduler_pass);
-    }
-}
-
-/// Takes a process out, runs it, puts it back. Returns messages handled.
-fn run_one(lp: &mut Loop, pid: Pid) -> usize {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return 0;
-    };
-    slot.in_run_queue = false;
-    let Some(mut process) = slot.process.take() else {
-        return 0; // being built or already running: rescheduled when put back
-    };
-    let ran = process.run(lp, pid, PROCESS_BUDGET);
-    put_back_after(lp, pid, process, ran.user_handled);
-    if let Some(reason) = ran.exit {
-        exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
-    }
-    ran.handled
-}
-
-fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
-    put_back_after(lp, pid, process, 0);
-}
-
-/// Puts a process back after a run that took `user_handled` user messages
-/// off its mailbox, hands it what arrived meanwhile, and reschedules it.
-fn put_back_after(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, user_handled: usize) {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return;
-    };
-    debug_assert!(slot.queued >= user_handled);
-    slot.queued = slot.queued.saturating_sub(user_handled);
-    for pending in slot.overflow.drain(..) {
-        process.accept(pending);
-    }
-    let ready = process.has_messages();
-    slot.process = Some(process);
-    if ready && procs.enqueue(pid) {
-        lp.defer(scheduler_pass);
-    }
 }
 
 /// Sets a monitor: `watcher` gets a `Down` when `target` exits (at once if it
