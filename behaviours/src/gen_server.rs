@@ -281,7 +281,9 @@ pub(crate) enum Msg<S: GenServer> {
     Cast(S::Cast),
     Info(S::Info),
     IdleTimeout(u64),
-    Sys(SysMsg),
+    /// Boxed: system messages are rare, and a small `Msg` is cheaper to
+    /// move through the mailbox.
+    Sys(Box<SysMsg>),
     Run(RunFn<S>),
 }
 
@@ -502,21 +504,21 @@ impl<S: GenServer> ServerProc<S> {
             Msg::Cast(message) => state.handle_cast(message, ctx),
             Msg::Info(info) => state.handle_info(Info::Msg(info), ctx),
             Msg::IdleTimeout(_) => state.handle_info(Info::Timeout, ctx),
-            Msg::Sys(SysMsg::Down {
-                pid,
-                reason,
-                monitor,
-            }) => state.handle_info(
-                Info::Down {
+            Msg::Sys(sys) => match *sys {
+                SysMsg::Down {
                     pid,
                     reason,
                     monitor,
-                },
-                ctx,
-            ),
-            Msg::Sys(SysMsg::Exit { pid, reason }) => {
-                state.handle_info(Info::Exit { pid, reason }, ctx)
-            }
+                } => state.handle_info(
+                    Info::Down {
+                        pid,
+                        reason,
+                        monitor,
+                    },
+                    ctx,
+                ),
+                SysMsg::Exit { pid, reason } => state.handle_info(Info::Exit { pid, reason }, ctx),
+            },
             Msg::Run(f) => {
                 f(state, ctx);
                 Next::Wait
@@ -594,7 +596,7 @@ impl<S: GenServer> Process for ServerProc<S> {
                 Ok(msg) => self.mailbox.push_back(*msg),
                 Err(_) => tracing::warn!("message of another type dropped"),
             },
-            Pending::Sys(sys) => self.mailbox.push_back(Msg::Sys(sys)),
+            Pending::Sys(sys) => self.mailbox.push_back(Msg::Sys(Box::new(sys))),
         }
     }
 
