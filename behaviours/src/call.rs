@@ -361,6 +361,22 @@ pub fn reply<R: 'static>(lp: &mut Loop, from: From<R>, value: R) -> bool {
     finish::<R>(lp, from.key, from.generation, Ok(value))
 }
 
+/// Sends each reply of `replies` (emptied) with one table lookup.
+pub(crate) fn reply_all<R: 'static>(lp: &mut Loop, replies: &mut Vec<(From<R>, R)>) {
+    let procs = process::table(lp);
+    let Some(table) = procs.calls.find::<R>() else {
+        replies.clear();
+        return;
+    };
+    let mut schedule_drain = false;
+    for (from, value) in replies.drain(..) {
+        schedule_drain |= table.finish(from.key, from.generation, Ok(value)) == Some(true);
+    }
+    if schedule_drain && procs.schedule_drain(drain::<R>) {
+        process::defer_pass(lp);
+    }
+}
+
 /// Fails a call whose request never reached the callee.
 pub(crate) fn fail<R: 'static>(lp: &mut Loop, from: From<R>, error: CallError) {
     finish::<R>(lp, from.key, from.generation, Err(error));

@@ -300,6 +300,8 @@ struct ServerProc<S: GenServer> {
     idle_timer: Option<TimerId>,
     idle_seq: u64,
     terminated: bool,
+    /// The immediate-reply buffer lent to each batch's `Ctx`.
+    replies: crate::ctx::Replies<S>,
 }
 
 /// Starts a server: runs `init` now, on this thread.
@@ -336,6 +338,7 @@ pub fn start<S: GenServer>(
         idle_timer: None,
         idle_seq: 0,
         terminated: false,
+        replies: Vec::new(),
     };
     let stop = proc.apply(lp, pid, next);
     process::install(lp, pid, Box::new(proc));
@@ -489,13 +492,13 @@ impl<S: GenServer> ServerProc<S> {
                 let alias = from_clone(&from);
                 match state.handle_call(request, alias, ctx) {
                     Reply::Now(value, next) => {
-                        crate::call::reply(ctx.lp(), from, value);
+                        ctx.reply_now(from, value);
                         next
                     }
                     Reply::Later(next) => next,
                     Reply::Stop(reason, value) => {
                         if let Some(value) = value {
-                            crate::call::reply(ctx.lp(), from, value);
+                            ctx.reply_now(from, value);
                         }
                         Next::Stop(reason)
                     }
@@ -623,10 +626,19 @@ impl<S: GenServer> Process for ServerProc<S> {
         }
         // One catch_unwind for the batch: a panic ends the process at the
         // message that panicked; nothing after it runs.
-        let mut ctx = Ctx::new(lp, pid);
+        // Messages that arrive meanwhile wait in the overflow: the batch is
+        // at most what is queued now. Several calls share one reply lookup.
+        let buffer = self.mailbox.len() > 1;
+        let replies = buffer.then(|| std::mem::take(&mut self.replies));
+        let mut ctx = Ctx::with_replies(lp, pid, replies);
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.run_batch(&mut ctx, budget, &mut counts)
         }));
+        if buffer {
+            // Replies made before a panic still go out, before the exit
+            // fails the calls left.
+            self.replies = std::mem::take(ctx.flush_replies());
+        }
         let exit = match result {
             Ok(exit) => exit,
             Err(panic) => Some(ExitReason::from_panic(panic)),

@@ -167,6 +167,21 @@ backend_tests! {
         assert_eq!(*got.borrow(), vec![Ok(42), Ok(42), Ok(42), Ok(0)]);
     }
 
+    // Replies reach their callers in the order the server made them, whether
+    // returned from handle_call or sent with ctx.reply within one batch.
+    fn replies_keep_the_order_they_were_made(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let (got, push) = results();
+        let calls = [Call::Echo(1), Call::Defer, Call::ReleaseDeferred(2), Call::Echo(3)];
+        for call in calls {
+            let p = push.clone();
+            gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
+        }
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+    }
+
     // Callers fail at once with Exit(reason) when the callee panics (not a timeout).
     fn callers_fail_at_once_when_callee_panics(backend) {
         let mut lp = new_loop(backend);
