@@ -66,7 +66,7 @@ pub struct From<R> {
     _reply: PhantomData<fn(R)>,
 }
 
-type Continuation<R> = Box<dyn FnOnce(&mut Loop, Result<R, CallError>)>;
+pub(crate) type Continuation<R> = Box<dyn FnOnce(&mut Loop, Result<R, CallError>)>;
 type Finished<R> = (Continuation<R>, Result<R, CallError>);
 
 struct Waiting<R> {
@@ -121,12 +121,19 @@ impl CallTables {
         let id = TypeId::of::<R>();
         let index = match self.tables.iter().position(|(t, _)| *t == id) {
             Some(index) => index,
-            None => {
-                self.tables.push((id, Box::new(Calls::<R>::new())));
-                self.tables.len() - 1
-            }
+            None => self.insert::<R>(),
         };
         self.tables[index].1.downcast_mut().expect("TypeId matched")
+    }
+
+    /// Adds the table of `R` (once per reply type: kept out of `get`'s
+    /// hot path).
+    #[cold]
+    #[inline(never)]
+    fn insert<R: 'static>(&mut self) -> usize {
+        self.tables
+            .push((TypeId::of::<R>(), Box::new(Calls::<R>::new())));
+        self.tables.len() - 1
     }
 
     /// The table of `R` if any call of that type was ever made.
@@ -313,7 +320,7 @@ fn expire<R: 'static>(lp: &mut Loop, index: u64) {
 /// queues left empty, and picks the pass's next work in the same lookup.
 fn drain<R: 'static>(lp: &mut Loop, budget: usize) -> (usize, Work) {
     let mut batch = {
-        let table = process::table(lp).calls.get::<R>();
+        let table = process::existing(lp).calls.get::<R>();
         table.drain_scheduled = false;
         let mut batch = std::mem::take(&mut table.spare);
         std::mem::swap(&mut batch, &mut table.ready);
@@ -323,7 +330,7 @@ fn drain<R: 'static>(lp: &mut Loop, budget: usize) -> (usize, Work) {
     while let Some((continuation, result)) = batch.pop_front() {
         continuation(lp, result);
     }
-    let procs = process::table(lp);
+    let procs = process::existing(lp);
     let table = procs.calls.get::<R>();
     table.spare = batch;
     let Some(timer) = table.trim() else {
@@ -363,7 +370,7 @@ pub fn reply<R: 'static>(lp: &mut Loop, from: From<R>, value: R) -> bool {
 
 /// Sends each reply of `replies` (emptied) with one table lookup.
 pub(crate) fn reply_all<R: 'static>(lp: &mut Loop, replies: &mut Vec<(From<R>, R)>) {
-    let procs = process::table(lp);
+    let procs = process::existing(lp);
     let Some(table) = procs.calls.find::<R>() else {
         replies.clear();
         return;
@@ -389,7 +396,7 @@ fn finish<R: 'static>(
     generation: u32,
     result: Result<R, CallError>,
 ) -> bool {
-    let procs = process::table(lp);
+    let procs = process::existing(lp);
     let Some(table) = procs.calls.find::<R>() else {
         return false;
     };

@@ -396,14 +396,22 @@ pub fn call<S: GenServer>(
     timeout: Duration,
     continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
 ) {
-    // One table lookup registers the call and queues the request.
     let now = lp.now();
-    let procs = process::table(lp);
     let continuation = Box::new(continuation);
-    let (from, arm) =
-        crate::call::begin_in::<S::Reply>(procs, now, server.pid, timeout, continuation);
-    let alias = crate::call::from_alias(&from);
-    let sent = procs.deliver(server.pid, Msg::Call(request, from), true, push_msg::<S>);
+    let server = server.pid;
+    // One table lookup registers the call and queues the request (the
+    // table is created by the first process, or by this call if none ran).
+    let (alias, arm, sent) = match lp.extension_mut::<process::Processes>() {
+        Some(procs) => enqueue_call::<S>(procs, now, server, request, timeout, continuation),
+        None => enqueue_call::<S>(
+            process::table(lp),
+            now,
+            server,
+            request,
+            timeout,
+            continuation,
+        ),
+    };
     if let Some(arm) = arm {
         crate::call::arm::<S::Reply>(lp, arm);
     }
@@ -413,6 +421,23 @@ pub fn call<S: GenServer>(
         // A refused send fails the call through its entry, from the loop.
         Err(e) => crate::call::fail(lp, alias, e.into()),
     }
+}
+
+type Enqueued<R> = (From<R>, Option<crate::call::Arm>, Result<bool, SendError>);
+
+/// Registers a call in `procs` and queues its request to `server`.
+fn enqueue_call<S: GenServer>(
+    procs: &mut process::Processes,
+    now: std::time::Instant,
+    server: Pid,
+    request: S::Call,
+    timeout: Duration,
+    continuation: crate::call::Continuation<S::Reply>,
+) -> Enqueued<S::Reply> {
+    let (from, arm) = crate::call::begin_in::<S::Reply>(procs, now, server, timeout, continuation);
+    let alias = crate::call::from_alias(&from);
+    let sent = procs.deliver(server, Msg::Call(request, from), true, push_msg::<S>);
+    (alias, arm, sent)
 }
 
 /// Casts to `server`: refused at once if it is gone or its mailbox is full.

@@ -190,6 +190,13 @@ impl Processes {
     }
 }
 
+/// The process table where it must exist (a process or a call does): one
+/// lookup without `table`'s insertion path.
+pub(crate) fn existing(lp: &mut Loop) -> &mut Processes {
+    lp.extension_mut::<Processes>()
+        .expect("the process table exists while processes or calls do")
+}
+
 /// Reserves a slot for a new process (its behaviour comes with `install`).
 pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pid {
     assert!(capacity > 0, "mailbox capacity must be positive");
@@ -292,7 +299,11 @@ pub(crate) fn deliver<M: 'static>(
     user: bool,
     push: fn(&mut dyn Process, M),
 ) -> Result<(), SendError> {
-    if table(lp).deliver(pid, message, user, push)? {
+    let deferred = match lp.extension_mut::<Processes>() {
+        Some(procs) => procs.deliver(pid, message, user, push)?,
+        None => table(lp).deliver(pid, message, user, push)?,
+    };
+    if deferred {
         defer_pass(lp);
     }
     Ok(())

@@ -145,7 +145,7 @@ pub(super) fn scheduler_pass(lp: &mut Loop) {
 fn run(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, budget: &mut usize) -> Work {
     let ran = process.run(lp, pid, PROCESS_BUDGET);
     *budget = budget.saturating_sub(ran.handled.max(1));
-    let procs = table(lp);
+    let procs = super::existing(lp);
     // Inside the pass: a process put back on the run queue needs no defer.
     procs.put_back(pid, process, ran.user_handled);
     match ran.exit {
