@@ -397,13 +397,12 @@ pub fn call<S: GenServer>(
     continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
 ) {
     let now = lp.now();
-    let continuation = Box::new(continuation);
     let server = server.pid;
     // One table lookup registers the call and queues the request (the
     // table is created by the first process, or by this call if none ran).
     let (alias, arm, sent) = match lp.extension_mut::<process::Processes>() {
-        Some(procs) => enqueue_call::<S>(procs, now, server, request, timeout, continuation),
-        None => enqueue_call::<S>(
+        Some(procs) => enqueue_call::<S, _>(procs, now, server, request, timeout, continuation),
+        None => enqueue_call::<S, _>(
             process::table(lp),
             now,
             server,
@@ -413,7 +412,7 @@ pub fn call<S: GenServer>(
         ),
     };
     if let Some(arm) = arm {
-        crate::call::arm::<S::Reply>(lp, arm);
+        crate::call::arm(lp, arm);
     }
     match sent {
         Ok(true) => process::defer_pass(lp),
@@ -426,15 +425,18 @@ pub fn call<S: GenServer>(
 type Enqueued<R> = (From<R>, Option<crate::call::Arm>, Result<bool, SendError>);
 
 /// Registers a call in `procs` and queues its request to `server`.
-fn enqueue_call<S: GenServer>(
+fn enqueue_call<S: GenServer, F>(
     procs: &mut process::Processes,
     now: std::time::Instant,
     server: Pid,
     request: S::Call,
     timeout: Duration,
-    continuation: crate::call::Continuation<S::Reply>,
-) -> Enqueued<S::Reply> {
-    let (from, arm) = crate::call::begin_in::<S::Reply>(procs, now, server, timeout, continuation);
+    continuation: F,
+) -> Enqueued<S::Reply>
+where
+    F: FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
+{
+    let (from, arm) = crate::call::begin_in(procs, now, server, timeout, continuation);
     let alias = crate::call::from_alias(&from);
     let sent = procs.deliver(server, Msg::Call(request, from), true, push_msg::<S>);
     (alias, arm, sent)

@@ -139,8 +139,8 @@ struct Slot {
     linger_timer: Option<TimerId>,
 }
 
-/// Fails pending calls of one reply type whose callee exited.
-pub(crate) type CallFailer = fn(&mut Loop, Pid, &ExitReason);
+/// Fails the pending calls of one call table (its index) whose callee exited.
+pub(crate) type CallFailer = fn(&mut Loop, usize, Pid, &ExitReason);
 
 /// The loop extension holding every process.
 pub(crate) struct Processes {
@@ -150,7 +150,7 @@ pub(crate) struct Processes {
     names: HashMap<String, Pid>,
     run_queue: VecDeque<Pid>,
     pass_scheduled: bool,
-    call_failers: Vec<(std::any::TypeId, CallFailer)>,
+    call_failers: Vec<(CallFailer, usize)>,
     /// Calls in flight and the continuations owed to their callers.
     pub(crate) calls: CallTables,
 }
@@ -182,11 +182,15 @@ impl Processes {
             .filter(|s| s.generation == pid.generation)
     }
 
-    /// Registers a per-reply-type failer once.
-    pub(crate) fn register_failer(&mut self, type_id: std::any::TypeId, failer: CallFailer) {
-        if !self.call_failers.iter().any(|(t, _)| *t == type_id) {
-            self.call_failers.push((type_id, failer));
-        }
+    /// Registers the failer of a new call table.
+    pub(crate) fn register_failer(&mut self, failer: CallFailer, table: usize) {
+        self.call_failers.push((failer, table));
+    }
+
+    /// True if a scheduler pass must be deferred (none is scheduled or
+    /// running); it counts as scheduled from now on.
+    pub(crate) fn schedule_pass(&mut self) -> bool {
+        !std::mem::replace(&mut self.pass_scheduled, true)
     }
 }
 

@@ -26,8 +26,8 @@ use crate::pid::Pid;
 pub(crate) enum Work {
     /// Run this process (taken out of its slot).
     Run(Pid, Box<dyn Process>),
-    /// Run the continuations of one reply type's finished calls.
-    Drain(Drain),
+    /// Run the next continuations of one call table: `(drain, table, count)`.
+    Drain(Drain, u32, u32),
     /// Nothing is ready (or the budget is spent).
     Idle,
 }
@@ -40,14 +40,7 @@ impl Processes {
             slot.in_run_queue = true;
             self.run_queue.push_back(pid);
         }
-        !std::mem::replace(&mut self.pass_scheduled, true)
-    }
-
-    /// Queues a reply type's drain for the scheduler pass; true if a pass
-    /// must be deferred (none is scheduled or running).
-    pub(crate) fn schedule_drain(&mut self, drain: Drain) -> bool {
-        self.calls.drains.push_back(drain);
-        !std::mem::replace(&mut self.pass_scheduled, true)
+        self.schedule_pass()
     }
 
     /// The next work of a pass. Drains take turns with processes
@@ -55,8 +48,8 @@ impl Processes {
     /// storm of failing calls holds the other back.
     pub(crate) fn next_work(&mut self, drain_turn: bool) -> Work {
         if drain_turn || self.run_queue.is_empty() {
-            if let Some(drain) = self.calls.drains.pop_front() {
-                return Work::Drain(drain);
+            if let Some((drain, table, count)) = self.calls.drains.pop_front() {
+                return Work::Drain(drain, table, count);
             }
         }
         while let Some(pid) = self.run_queue.pop_front() {
@@ -70,7 +63,7 @@ impl Processes {
             }
         }
         match self.calls.drains.pop_front() {
-            Some(drain) => Work::Drain(drain),
+            Some((drain, table, count)) => Work::Drain(drain, table, count),
             None => Work::Idle,
         }
     }
@@ -124,8 +117,8 @@ pub(super) fn scheduler_pass(lp: &mut Loop) {
     loop {
         work = match work {
             Work::Run(pid, process) => run(lp, pid, process, &mut budget),
-            Work::Drain(drain) => {
-                let (ran, next) = drain(lp, budget);
+            Work::Drain(drain, table, count) => {
+                let (ran, next) = drain(lp, table, count, budget);
                 budget = budget.saturating_sub(ran.max(1));
                 next
             }
