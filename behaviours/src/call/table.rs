@@ -173,18 +173,19 @@ impl<F, R> Calls<F, R> {
     /// the timer of a queue that emptied, to cancel (one per call: the
     /// caller loops).
     fn trim(&mut self) -> Option<TimerId> {
-        for index in 0..self.deadlines.len() {
-            let mut deadlines = std::mem::take(&mut self.deadlines[index].queue);
-            while let Some((_, key, generation)) = deadlines.front() {
-                if self.is_waiting(*key, *generation) {
+        let waiting = &self.waiting;
+        for deadlines in &mut self.deadlines {
+            while let Some(&(_, key, generation)) = deadlines.queue.front() {
+                let live = waiting
+                    .get(key as usize)
+                    .is_some_and(|w| w.generation == generation);
+                if live {
                     break;
                 }
-                deadlines.pop_front();
+                deadlines.queue.pop_front();
             }
-            let emptied = deadlines.is_empty();
-            self.deadlines[index].queue = deadlines;
-            if emptied {
-                if let Some(timer) = self.deadlines[index].timer.take() {
+            if deadlines.queue.is_empty() {
+                if let Some(timer) = deadlines.timer.take() {
                     return Some(timer);
                 }
             }
@@ -295,7 +296,11 @@ where
     }
     let procs = process::existing(lp);
     let calls = procs.calls.typed::<F, R>(table as usize);
-    calls.spare = batch;
+    // The spare taken above was left as `VecDeque::new()`, which owns no
+    // memory: forgetting it skips a drop call per drain and leaks nothing.
+    let empty = std::mem::replace(&mut calls.spare, batch);
+    debug_assert_eq!(empty.capacity(), 0);
+    std::mem::forget(empty);
     let Some(timer) = calls.trim() else {
         if ran >= budget {
             return (ran, Work::Idle);
