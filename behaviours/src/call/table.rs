@@ -305,7 +305,7 @@ where
         if ran >= budget {
             return (ran, Work::Idle);
         }
-        return (ran, procs.next_work(false));
+        return (ran, procs.next_work());
     };
     let mut idle = vec![timer];
     while let Some(timer) = calls.trim() {
@@ -314,10 +314,7 @@ where
     for timer in idle {
         lp.cancel_timer(timer);
     }
-    (
-        ran,
-        process::next_work(lp, budget.saturating_sub(ran), false),
-    )
+    (ran, process::next_work(lp, budget.saturating_sub(ran)))
 }
 
 /// Fails every call of table `table` still owed by `callee`.

@@ -1,13 +1,14 @@
 //! The scheduler: the run queue of processes with messages, and the pass
-//! that runs them, in turn with the drains of finished calls.
+//! that runs them and then the drains of finished calls.
 //!
 //! Invariants:
 //! - `pass_scheduled` is true from the moment a pass is deferred (or set on
 //!   a zero timer) until a pass ends with nothing left to run; sends and
 //!   replies made meanwhile are picked up by that pass.
-//! - A pass handles at most `PASS_BUDGET` messages and continuations, then
-//!   lets the loop poll I/O; a process handles at most `PROCESS_BUDGET`
-//!   messages per turn.
+//! - Processes with messages run before the continuations of finished
+//!   calls; a pass handles at most `PASS_BUDGET` messages and continuations
+//!   (then the continuations already owed), then lets the loop poll I/O; a
+//!   process handles at most `PROCESS_BUDGET` messages per turn.
 //! - Each step of a pass reaches the process table once: putting a process
 //!   back (or ending a drain) and picking the next work share one lookup.
 
@@ -43,15 +44,11 @@ impl Processes {
         self.schedule_pass()
     }
 
-    /// The next work of a pass. Drains take turns with processes
-    /// (`drain_turn` after a process ran): neither a deep mailbox nor a
-    /// storm of failing calls holds the other back.
-    pub(crate) fn next_work(&mut self, drain_turn: bool) -> Work {
-        if drain_turn || self.run_queue.is_empty() {
-            if let Some((drain, table, count)) = self.calls.drains.pop_front() {
-                return Work::Drain(drain, table, count);
-            }
-        }
+    /// The next work of a pass: processes with messages first, then the
+    /// continuations of finished calls (as when the drains were deferred to
+    /// the end of the pass: a crash's exit signals reach the supervisor
+    /// before the failed callers' continuations run).
+    pub(crate) fn next_work(&mut self) -> Work {
         while let Some(pid) = self.run_queue.pop_front() {
             let Some(slot) = self.slot_mut(pid) else {
                 continue;
@@ -113,7 +110,7 @@ pub(super) fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
 /// zero timer), so a deep mailbox cannot starve the network.
 pub(super) fn scheduler_pass(lp: &mut Loop) {
     let mut budget = PASS_BUDGET;
-    let mut work = table(lp).next_work(false);
+    let mut work = table(lp).next_work();
     loop {
         work = match work {
             Work::Run(pid, process) => run(lp, pid, process, &mut budget),
@@ -124,6 +121,9 @@ pub(super) fn scheduler_pass(lp: &mut Loop) {
             }
             Work::Idle => break,
         };
+    }
+    if budget == 0 {
+        run_owed_drains(lp);
     }
     let procs = table(lp);
     if budget > 0 || (procs.run_queue.is_empty() && procs.calls.drains.is_empty()) {
@@ -144,17 +144,32 @@ fn run(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, budget: &mut usiz
     match ran.exit {
         Some(reason) => {
             exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
-            next_work(lp, *budget, true)
+            next_work(lp, *budget)
         }
         None if *budget == 0 => Work::Idle,
-        None => procs.next_work(true),
+        None => procs.next_work(),
     }
 }
 
 /// The next work of a pass with `budget` left.
-pub(crate) fn next_work(lp: &mut Loop, budget: usize, drain_turn: bool) -> Work {
+pub(crate) fn next_work(lp: &mut Loop, budget: usize) -> Work {
     if budget == 0 {
         return Work::Idle;
     }
-    table(lp).next_work(drain_turn)
+    table(lp).next_work()
+}
+
+/// The pass budget is spent with a deep run queue: the continuations owed
+/// so far still run before the loop polls I/O, so replies to others are not
+/// held back by a busy process (only those queued now: a continuation whose
+/// call fails at once waits for the next pass).
+fn run_owed_drains(lp: &mut Loop) {
+    let owed = table(lp).calls.drains.len();
+    for _ in 0..owed {
+        let Some((drain, table, count)) = super::existing(lp).calls.drains.pop_front() else {
+            return;
+        };
+        let (_, next) = drain(lp, table, count, 0);
+        debug_assert!(matches!(next, Work::Idle), "no budget, no next work");
+    }
 }
