@@ -131,6 +131,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
 
     /// Replies to a call handled in this batch: buffered (see
     /// [`Ctx::flush_replies`]) or at once.
+    #[inline]
     pub(crate) fn reply_now(&mut self, from: From<S::Reply>, value: S::Reply) {
         if self.buffer_replies {
             self.replies.push((from, value));

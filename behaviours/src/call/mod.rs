@@ -114,6 +114,7 @@ pub(crate) struct Arm {
 /// Registers a call to `callee` in `procs` and returns the token for its
 /// reply, plus a deadline timer to arm with [`arm`] (the loop is borrowed
 /// through `procs` here). `now` is the loop's time.
+#[inline]
 pub(crate) fn begin_in<R: 'static, F>(
     procs: &mut Processes,
     now: Instant,

@@ -212,6 +212,7 @@ pub(super) fn set_timer<F: 'static, R: 'static>(procs: &mut Processes, arg: u64,
 /// Ends a call of table `table`: queues its continuation for a drain.
 /// `None` if nobody waits (a late reply), else whether a pass must be
 /// deferred.
+#[inline]
 pub(super) fn finish_in<F, R>(
     procs: &mut Processes,
     table: u32,

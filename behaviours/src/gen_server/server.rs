@@ -74,6 +74,7 @@ pub(super) fn fail_pending<S: GenServer>(lp: &mut Loop, pending: Pending, reason
     }
 }
 
+#[inline]
 pub(super) fn push_msg<S: GenServer>(process: &mut dyn Process, msg: Msg<S>) {
     match process.as_any_mut().downcast_mut::<ServerProc<S>>() {
         Some(server) => server.mailbox.push_back(msg),

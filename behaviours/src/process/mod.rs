@@ -316,6 +316,7 @@ pub(crate) fn deliver<M: 'static>(
 impl Processes {
     /// [`deliver`] on a borrowed table: returns true if a scheduler pass
     /// must be deferred (see [`defer_pass`]).
+    #[inline]
     pub(crate) fn deliver<M: 'static>(
         &mut self,
         pid: Pid,
