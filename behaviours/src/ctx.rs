@@ -18,11 +18,21 @@ use crate::gen_server::{self, GenServer, ServerRef, StartError, StartOptions};
 use crate::pid::{ExitReason, MonitorRef, Pid};
 use crate::process::{self, SendError};
 
+/// Immediate replies buffered by a batch.
+pub(crate) type Replies<S> = Vec<(From<<S as GenServer>::Reply>, <S as GenServer>::Reply)>;
+
 /// The context of one gen_server callback.
 pub struct Ctx<'a, S: GenServer> {
     lp: &'a mut Loop,
     pid: Pid,
     stop: Option<ExitReason>,
+    /// Immediate replies (`Reply::Now`) of the running batch, finished
+    /// together with one table lookup when the batch ends, or before any
+    /// reply through [`Ctx::reply`] (so replies keep the order they were made).
+    replies: Replies<S>,
+    /// Whether immediate replies are buffered (a batch of several messages);
+    /// a lone message replies at once, skipping the buffer's bookkeeping.
+    buffer_replies: bool,
     _server: PhantomData<fn(S)>,
 }
 
@@ -96,12 +106,46 @@ impl<'a, S: GenServer> Ctx<'a, S> {
     }
 
     pub(crate) fn new(lp: &'a mut Loop, pid: Pid) -> Ctx<'a, S> {
+        Ctx::with_replies(lp, pid, None)
+    }
+
+    /// A context whose immediate replies are buffered in `replies` (empty;
+    /// its capacity is reused from batch to batch), or sent at once if `None`.
+    pub(crate) fn with_replies(
+        lp: &'a mut Loop,
+        pid: Pid,
+        replies: Option<Replies<S>>,
+    ) -> Ctx<'a, S> {
+        let buffer_replies = replies.is_some();
+        let replies = replies.unwrap_or_default();
+        debug_assert!(replies.is_empty());
         Ctx {
             lp,
             pid,
             stop: None,
+            replies,
+            buffer_replies,
             _server: PhantomData,
         }
+    }
+
+    /// Replies to a call handled in this batch: buffered (see
+    /// [`Ctx::flush_replies`]) or at once.
+    #[inline]
+    pub(crate) fn reply_now(&mut self, from: From<S::Reply>, value: S::Reply) {
+        if self.buffer_replies {
+            self.replies.push((from, value));
+        } else {
+            crate::call::reply(self.lp, from, value);
+        }
+    }
+
+    /// Finishes the queued immediate replies; returns the emptied buffer.
+    pub(crate) fn flush_replies(&mut self) -> &mut Replies<S> {
+        if !self.replies.is_empty() {
+            crate::call::reply_all(self.lp, &mut self.replies);
+        }
+        &mut self.replies
     }
 
     pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
@@ -135,6 +179,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
 
     /// Replies to a call kept for later. False if the caller stopped waiting.
     pub fn reply<R: 'static>(&mut self, from: From<R>, value: R) -> bool {
+        self.flush_replies();
         crate::call::reply(self.lp, from, value)
     }
 

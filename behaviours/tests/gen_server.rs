@@ -167,6 +167,43 @@ backend_tests! {
         assert_eq!(*got.borrow(), vec![Ok(42), Ok(42), Ok(42), Ok(0)]);
     }
 
+    // Replies reach their callers in the order the server made them, whether
+    // returned from handle_call or sent with ctx.reply within one batch.
+    fn replies_keep_the_order_they_were_made(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let (got, push) = results();
+        let calls = [Call::Echo(1), Call::Defer, Call::ReleaseDeferred(2), Call::Echo(3)];
+        for call in calls {
+            let p = push.clone();
+            gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
+        }
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+    }
+
+    // Continuations run in the order their calls finished, also across
+    // call sites (each closure type has its own call table).
+    fn continuations_of_different_call_sites_keep_the_reply_order(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let order: Rc<RefCell<Vec<String>>> = Default::default();
+        for n in 0..3u32 {
+            let a = order.clone();
+            gen_server::call(&mut lp, srv, Call::Echo(n), Duration::from_secs(5), move |_, r| {
+                a.borrow_mut().push(format!("a{}", r.unwrap()))
+            });
+            let b = order.clone();
+            let timeout = Duration::from_secs(4);
+            gen_server::call(&mut lp, srv, Call::Echo(n), timeout, move |_, r: Result<u32, CallError>| {
+                b.borrow_mut().push(format!("b{}", r.unwrap()))
+            });
+        }
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*order.borrow(), ["a0", "b0", "a1", "b1", "a2", "b2"]);
+        assert_eq!(ringvisor_behaviours::calls_waiting::<u32>(&mut lp), 0);
+    }
+
     // Callers fail at once with Exit(reason) when the callee panics (not a timeout).
     fn callers_fail_at_once_when_callee_panics(backend) {
         let mut lp = new_loop(backend);

@@ -41,9 +41,9 @@ pub(crate) fn abandon(
     for pending in overflow {
         fail(lp, pending, reason);
     }
-    let failers: Vec<CallFailer> = table(lp).call_failers.iter().map(|(_, f)| *f).collect();
-    for failer in failers {
-        failer(lp, pid, reason);
+    let failers: Vec<(CallFailer, usize)> = table(lp).call_failers.clone();
+    for (failer, calls) in failers {
+        failer(lp, calls, pid, reason);
     }
     table(lp).slots.remove(pid.index as usize);
 }
@@ -214,9 +214,9 @@ fn finalize(lp: &mut Loop, pid: Pid) {
     if let Some(process) = process.as_deref_mut() {
         process.fail_queued(lp, &reason);
     }
-    let failers: Vec<CallFailer> = table(lp).call_failers.iter().map(|(_, f)| *f).collect();
-    for failer in failers {
-        failer(lp, pid, &reason);
+    let failers: Vec<(CallFailer, usize)> = table(lp).call_failers.clone();
+    for (failer, calls) in failers {
+        failer(lp, calls, pid, &reason);
     }
     table(lp).slots.remove(pid.index as usize);
     drop(process);

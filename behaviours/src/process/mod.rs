@@ -18,13 +18,17 @@ use std::time::Duration;
 
 use ringvisor_runtime::{Loop, OpId, TimerId};
 
+use crate::call::CallTables;
 use crate::pid::{ExitReason, MonitorRef, Pid};
 
 mod exit;
+mod scheduler;
 
+use exit::finish_lingering_if_idle;
 pub use exit::stop;
 pub(crate) use exit::{abandon, hold, hold_is_current, release};
-use exit::{exit_process, finish_lingering_if_idle};
+pub(crate) use scheduler::{defer_pass, next_work, Work};
+use scheduler::{put_back, schedule};
 
 /// Default mailbox capacity of a process.
 pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
@@ -135,8 +139,8 @@ struct Slot {
     linger_timer: Option<TimerId>,
 }
 
-/// Fails pending calls of one reply type whose callee exited.
-pub(crate) type CallFailer = fn(&mut Loop, Pid, &ExitReason);
+/// Fails the pending calls of one call table (its index) whose callee exited.
+pub(crate) type CallFailer = fn(&mut Loop, usize, Pid, &ExitReason);
 
 /// The loop extension holding every process.
 pub(crate) struct Processes {
@@ -146,7 +150,9 @@ pub(crate) struct Processes {
     names: HashMap<String, Pid>,
     run_queue: VecDeque<Pid>,
     pass_scheduled: bool,
-    call_failers: Vec<(std::any::TypeId, CallFailer)>,
+    call_failers: Vec<(CallFailer, usize)>,
+    /// Calls in flight and the continuations owed to their callers.
+    pub(crate) calls: CallTables,
 }
 
 /// The process table of a loop, created on first use.
@@ -159,6 +165,7 @@ pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
         run_queue: VecDeque::new(),
         pass_scheduled: false,
         call_failers: Vec::new(),
+        calls: CallTables::default(),
     })
 }
 
@@ -175,12 +182,23 @@ impl Processes {
             .filter(|s| s.generation == pid.generation)
     }
 
-    /// Registers a per-reply-type failer once.
-    pub(crate) fn register_failer(&mut self, type_id: std::any::TypeId, failer: CallFailer) {
-        if !self.call_failers.iter().any(|(t, _)| *t == type_id) {
-            self.call_failers.push((type_id, failer));
-        }
+    /// Registers the failer of a new call table.
+    pub(crate) fn register_failer(&mut self, failer: CallFailer, table: usize) {
+        self.call_failers.push((failer, table));
     }
+
+    /// True if a scheduler pass must be deferred (none is scheduled or
+    /// running); it counts as scheduled from now on.
+    pub(crate) fn schedule_pass(&mut self) -> bool {
+        !std::mem::replace(&mut self.pass_scheduled, true)
+    }
+}
+
+/// The process table where it must exist (a process or a call does): one
+/// lookup without `table`'s insertion path.
+pub(crate) fn existing(lp: &mut Loop) -> &mut Processes {
+    lp.extension_mut::<Processes>()
+        .expect("the process table exists while processes or calls do")
 }
 
 /// Reserves a slot for a new process (its behaviour comes with `install`).
@@ -285,30 +303,45 @@ pub(crate) fn deliver<M: 'static>(
     user: bool,
     push: fn(&mut dyn Process, M),
 ) -> Result<(), SendError> {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return Err(SendError::NoProc);
+    let deferred = match lp.extension_mut::<Processes>() {
+        Some(procs) => procs.deliver(pid, message, user, push)?,
+        None => table(lp).deliver(pid, message, user, push)?,
     };
-    if slot.exiting.is_some() && slot.linger_timer.is_none() {
-        return Err(SendError::NoProc);
-    }
-    if user {
-        if slot.exiting.is_some() {
-            return Err(SendError::NoProc);
-        }
-        if slot.queued >= slot.capacity {
-            return Err(SendError::Overloaded);
-        }
-        slot.queued += 1;
-    }
-    match slot.process.as_deref_mut() {
-        Some(process) => push(process, message),
-        None => slot.overflow.push(Pending::User(Box::new(message))),
-    }
-    if procs.enqueue(pid) {
-        lp.defer(scheduler_pass);
+    if deferred {
+        defer_pass(lp);
     }
     Ok(())
+}
+
+impl Processes {
+    /// [`deliver`] on a borrowed table: returns true if a scheduler pass
+    /// must be deferred (see [`defer_pass`]).
+    #[inline]
+    pub(crate) fn deliver<M: 'static>(
+        &mut self,
+        pid: Pid,
+        message: M,
+        user: bool,
+        push: fn(&mut dyn Process, M),
+    ) -> Result<bool, SendError> {
+        let Some(slot) = self.slot_mut(pid) else {
+            return Err(SendError::NoProc);
+        };
+        if slot.exiting.is_some() && (user || slot.linger_timer.is_none()) {
+            return Err(SendError::NoProc);
+        }
+        if user {
+            if slot.queued >= slot.capacity {
+                return Err(SendError::Overloaded);
+            }
+            slot.queued += 1;
+        }
+        match slot.process.as_deref_mut() {
+            Some(process) => push(process, message),
+            None => slot.overflow.push(Pending::User(Box::new(message))),
+        }
+        Ok(self.enqueue(pid))
+    }
 }
 
 /// Delivers a system message (never refused for capacity).
@@ -325,85 +358,6 @@ pub(crate) fn deliver_sys(lp: &mut Loop, pid: Pid, msg: SysMsg) {
         None => slot.overflow.push(Pending::Sys(msg)),
     }
     schedule(lp, pid);
-}
-
-fn schedule(lp: &mut Loop, pid: Pid) {
-    if table(lp).enqueue(pid) {
-        lp.defer(scheduler_pass);
-    }
-}
-
-impl Processes {
-    /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
-    fn enqueue(&mut self, pid: Pid) -> bool {
-        let slot = self.slot_mut(pid).expect("scheduling a live process");
-        if !slot.in_run_queue {
-            slot.in_run_queue = true;
-            self.run_queue.push_back(pid);
-        }
-        !std::mem::replace(&mut self.pass_scheduled, true)
-    }
-}
-
-/// Runs ready processes within the pass budget; leftover work continues after
-/// the loop has polled I/O (a zero timer), so a deep mailbox cannot starve
-/// the network.
-fn scheduler_pass(lp: &mut Loop) {
-    table(lp).pass_scheduled = false;
-    let mut budget = PASS_BUDGET;
-    while budget > 0 {
-        let Some(pid) = table(lp).run_queue.pop_front() else {
-            return;
-        };
-        let handled = run_one(lp, pid);
-        budget = budget.saturating_sub(handled.max(1));
-    }
-    let procs = table(lp);
-    if !procs.run_queue.is_empty() && !procs.pass_scheduled {
-        procs.pass_scheduled = true;
-        lp.timer(Duration::ZERO, scheduler_pass);
-    }
-}
-
-/// Takes a process out, runs it, puts it back. Returns messages handled.
-fn run_one(lp: &mut Loop, pid: Pid) -> usize {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return 0;
-    };
-    slot.in_run_queue = false;
-    let Some(mut process) = slot.process.take() else {
-        return 0; // being built or already running: rescheduled when put back
-    };
-    let ran = process.run(lp, pid, PROCESS_BUDGET);
-    put_back_after(lp, pid, process, ran.user_handled);
-    if let Some(reason) = ran.exit {
-        exit_process(lp, pid, reason, Kill::Terminate(TERMINATE_GRACE_DEFAULT));
-    }
-    ran.handled
-}
-
-fn put_back(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
-    put_back_after(lp, pid, process, 0);
-}
-
-/// Puts a process back after a run that took `user_handled` user messages
-/// off its mailbox, hands it what arrived meanwhile, and reschedules it.
-fn put_back_after(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, user_handled: usize) {
-    let procs = table(lp);
-    let Some(slot) = procs.slot_mut(pid) else {
-        return;
-    };
-    debug_assert!(slot.queued >= user_handled);
-    slot.queued = slot.queued.saturating_sub(user_handled);
-    for pending in slot.overflow.drain(..) {
-        process.accept(pending);
-    }
-    let ready = process.has_messages();
-    slot.process = Some(process);
-    if ready && procs.enqueue(pid) {
-        lp.defer(scheduler_pass);
-    }
 }
 
 /// Sets a monitor: `watcher` gets a `Down` when `target` exits (at once if it

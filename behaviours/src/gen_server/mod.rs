@@ -38,17 +38,20 @@
 //! lp.run().unwrap();
 //! ```
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use ringvisor_runtime::{Loop, TimerId};
+use ringvisor_runtime::Loop;
 
 pub use crate::call::{reply, CallError, From, INFINITY};
 pub use crate::ctx::{Completer, Ctx};
 use crate::pid::{ExitReason, MonitorRef, Pid};
-use crate::process::{self, Pending, Process, Ran, SendError, SysMsg, MAILBOX_CAPACITY_DEFAULT};
+use crate::process::{self, SendError, MAILBOX_CAPACITY_DEFAULT};
+
+mod server;
+
+use server::{fail_pending, push_msg, Msg, ServerProc};
 
 /// A behaviour whose state is `Self`. Every callback runs on the loop thread,
 /// one at a time, under `catch_unwind`: a panic ends the process with
@@ -274,32 +277,6 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-type RunFn<S> = Box<dyn FnOnce(&mut S, &mut Ctx<S>)>;
-
-pub(crate) enum Msg<S: GenServer> {
-    Call(S::Call, From<S::Reply>),
-    Cast(S::Cast),
-    Info(S::Info),
-    IdleTimeout(u64),
-    Sys(SysMsg),
-    Run(RunFn<S>),
-}
-
-impl<S: GenServer> Msg<S> {
-    fn is_user(&self) -> bool {
-        matches!(self, Msg::Call(..) | Msg::Cast(_) | Msg::Info(_))
-    }
-}
-
-struct ServerProc<S: GenServer> {
-    state: S,
-    mailbox: VecDeque<Msg<S>>,
-    pending_continue: Option<S::Continue>,
-    idle_timer: Option<TimerId>,
-    idle_seq: u64,
-    terminated: bool,
-}
-
 /// Starts a server: runs `init` now, on this thread.
 pub fn start<S: GenServer>(
     lp: &mut Loop,
@@ -327,14 +304,7 @@ pub fn start<S: GenServer>(
         }
         (Ok(Init::Ok(state, next)), None) => (state, next),
     };
-    let mut proc = ServerProc {
-        state,
-        mailbox: VecDeque::new(),
-        pending_continue: None,
-        idle_timer: None,
-        idle_seq: 0,
-        terminated: false,
-    };
+    let mut proc = ServerProc::new(state);
     let stop = proc.apply(lp, pid, next);
     process::install(lp, pid, Box::new(proc));
     if let Some(reason) = stop {
@@ -358,25 +328,6 @@ fn abandon<S: GenServer>(lp: &mut Loop, pid: Pid, error: StartError) -> StartErr
     error
 }
 
-fn fail_pending<S: GenServer>(lp: &mut Loop, pending: Pending, reason: &ExitReason) {
-    if let Pending::User(boxed) = pending {
-        if let Ok(msg) = boxed.downcast::<Msg<S>>() {
-            if let Msg::Call(_, from) = *msg {
-                crate::call::fail(lp, from, CallError::Exit(reason.clone()));
-            }
-        }
-    }
-}
-
-fn push_msg<S: GenServer>(process: &mut dyn Process, msg: Msg<S>) {
-    match process.as_any_mut().downcast_mut::<ServerProc<S>>() {
-        Some(server) => server.mailbox.push_back(msg),
-        // A Pid of another behaviour type: the message is dropped, like a
-        // message nobody matches in Erlang; calls fail by timeout.
-        None => tracing::warn!("message to a process of another type dropped"),
-    }
-}
-
 fn send<S: GenServer>(lp: &mut Loop, pid: Pid, msg: Msg<S>) -> Result<(), SendError> {
     let user = msg.is_user();
     process::deliver(lp, pid, msg, user, push_msg::<S>)
@@ -391,12 +342,50 @@ pub fn call<S: GenServer>(
     timeout: Duration,
     continuation: impl FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
 ) {
-    // A refused send fails the call through its entry, from the loop.
-    let from = crate::call::begin::<S::Reply>(lp, server.pid, timeout, continuation);
-    let alias = crate::call::from_alias(&from);
-    if let Err(e) = send::<S>(lp, server.pid, Msg::Call(request, from)) {
-        crate::call::fail(lp, alias, e.into());
+    let now = lp.now();
+    let server = server.pid;
+    // One table lookup registers the call and queues the request (the
+    // table is created by the first process, or by this call if none ran).
+    let (alias, arm, sent) = match lp.extension_mut::<process::Processes>() {
+        Some(procs) => enqueue_call::<S, _>(procs, now, server, request, timeout, continuation),
+        None => enqueue_call::<S, _>(
+            process::table(lp),
+            now,
+            server,
+            request,
+            timeout,
+            continuation,
+        ),
+    };
+    if let Some(arm) = arm {
+        crate::call::arm(lp, arm);
     }
+    match sent {
+        Ok(true) => process::defer_pass(lp),
+        Ok(false) => {}
+        // A refused send fails the call through its entry, from the loop.
+        Err(e) => crate::call::fail(lp, alias, e.into()),
+    }
+}
+
+type Enqueued<R> = (From<R>, Option<crate::call::Arm>, Result<bool, SendError>);
+
+/// Registers a call in `procs` and queues its request to `server`.
+fn enqueue_call<S: GenServer, F>(
+    procs: &mut process::Processes,
+    now: std::time::Instant,
+    server: Pid,
+    request: S::Call,
+    timeout: Duration,
+    continuation: F,
+) -> Enqueued<S::Reply>
+where
+    F: FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
+{
+    let (from, arm) = crate::call::begin_in(procs, now, server, timeout, continuation);
+    let alias = crate::call::from_alias(&from);
+    let sent = procs.deliver(server, Msg::Call(request, from), true, push_msg::<S>);
+    (alias, arm, sent)
 }
 
 /// Casts to `server`: refused at once if it is gone or its mailbox is full.
@@ -435,212 +424,4 @@ pub fn stop<S: GenServer>(lp: &mut Loop, server: ServerRef<S>, reason: ExitReaso
         reason,
         process::Kill::Terminate(process::TERMINATE_GRACE_DEFAULT),
     )
-}
-
-fn deliver_idle_timeout<S: GenServer>(lp: &mut Loop, pid: Pid, seq: u64) {
-    let _ = send::<S>(lp, pid, Msg::IdleTimeout(seq));
-}
-
-impl<S: GenServer> ServerProc<S> {
-    /// Applies a callback's `Next`; returns a stop reason if it asked to stop.
-    fn apply(&mut self, lp: &mut Loop, pid: Pid, next: Next<S>) -> Option<ExitReason> {
-        match next {
-            Next::Wait => None,
-            Next::Timeout(after) => {
-                self.idle_seq += 1;
-                let seq = self.idle_seq;
-                self.idle_timer =
-                    Some(lp.timer(after, move |lp| deliver_idle_timeout::<S>(lp, pid, seq)));
-                None
-            }
-            Next::Continue(work) => {
-                self.pending_continue = Some(work);
-                None
-            }
-            Next::Stop(reason) => Some(reason),
-        }
-    }
-
-    fn cancel_idle(&mut self, lp: &mut Loop) {
-        if let Some(timer) = self.idle_timer.take() {
-            lp.cancel_timer(timer);
-        }
-    }
-
-    /// Runs the callback for one message (no catch_unwind here: the whole
-    /// batch runs under one, see `run_batch`).
-    fn handle(&mut self, msg: Msg<S>, ctx: &mut Ctx<S>) -> Next<S> {
-        let state = &mut self.state;
-        match msg {
-            Msg::Call(request, from) => {
-                let alias = from_clone(&from);
-                match state.handle_call(request, alias, ctx) {
-                    Reply::Now(value, next) => {
-                        crate::call::reply(ctx.lp(), from, value);
-                        next
-                    }
-                    Reply::Later(next) => next,
-                    Reply::Stop(reason, value) => {
-                        if let Some(value) = value {
-                            crate::call::reply(ctx.lp(), from, value);
-                        }
-                        Next::Stop(reason)
-                    }
-                }
-            }
-            Msg::Cast(message) => state.handle_cast(message, ctx),
-            Msg::Info(info) => state.handle_info(Info::Msg(info), ctx),
-            Msg::IdleTimeout(_) => state.handle_info(Info::Timeout, ctx),
-            Msg::Sys(SysMsg::Down {
-                pid,
-                reason,
-                monitor,
-            }) => state.handle_info(
-                Info::Down {
-                    pid,
-                    reason,
-                    monitor,
-                },
-                ctx,
-            ),
-            Msg::Sys(SysMsg::Exit { pid, reason }) => {
-                state.handle_info(Info::Exit { pid, reason }, ctx)
-            }
-            Msg::Run(f) => {
-                f(state, ctx);
-                Next::Wait
-            }
-        }
-    }
-
-    /// Handles up to `budget` messages (and continues) with one context.
-    /// Returns a stop reason if a callback asked to stop.
-    fn run_batch(
-        &mut self,
-        ctx: &mut Ctx<S>,
-        budget: usize,
-        counts: &mut (usize, usize),
-    ) -> Option<ExitReason> {
-        while counts.0 < budget {
-            let next = if let Some(work) = self.pending_continue.take() {
-                self.state.handle_continue(work, ctx)
-            } else {
-                let msg = self.mailbox.pop_front()?;
-                counts.0 += 1;
-                counts.1 += usize::from(msg.is_user());
-                if let Msg::IdleTimeout(seq) = msg {
-                    if seq != self.idle_seq || self.idle_timer.is_none() {
-                        continue; // a timeout that lost the race with a message
-                    }
-                    self.idle_timer = None;
-                } else if let Some(timer) = self.idle_timer.take() {
-                    ctx.lp().cancel_timer(timer);
-                }
-                self.handle(msg, ctx)
-            };
-            if let Some(reason) = ctx.take_stop() {
-                return Some(reason);
-            }
-            let pid = ctx.pid();
-            if let Some(reason) = self.apply(ctx.lp(), pid, next) {
-                return Some(reason);
-            }
-        }
-        None
-    }
-
-    /// After terminate, only continuations of its async work run; calls
-    /// still queued fail with the exit reason.
-    fn run_terminated(&mut self, lp: &mut Loop, pid: Pid, msg: Msg<S>) {
-        match msg {
-            Msg::Run(f) => {
-                let mut ctx = Ctx::new(lp, pid);
-                let state = &mut self.state;
-                let _ = catch_unwind(AssertUnwindSafe(|| f(state, &mut ctx)));
-            }
-            Msg::Call(_, from) => {
-                crate::call::fail(lp, from, CallError::Exit(ExitReason::Shutdown))
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The token handed to `handle_call` aliases the one the framework keeps for
-/// an immediate reply; whichever replies first wins, the other finds nothing.
-fn from_clone<R>(from: &From<R>) -> From<R> {
-    crate::call::from_alias(from)
-}
-
-impl<S: GenServer> Process for ServerProc<S> {
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn accept(&mut self, pending: Pending) {
-        match pending {
-            Pending::User(boxed) => match boxed.downcast::<Msg<S>>() {
-                Ok(msg) => self.mailbox.push_back(*msg),
-                Err(_) => tracing::warn!("message of another type dropped"),
-            },
-            Pending::Sys(sys) => self.mailbox.push_back(Msg::Sys(sys)),
-        }
-    }
-
-    fn has_messages(&self) -> bool {
-        !self.mailbox.is_empty() || (self.pending_continue.is_some() && !self.terminated)
-    }
-
-    fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran {
-        let mut counts = (0, 0);
-        if self.terminated {
-            while counts.0 < budget {
-                let Some(msg) = self.mailbox.pop_front() else {
-                    break;
-                };
-                counts.0 += 1;
-                counts.1 += usize::from(msg.is_user());
-                self.run_terminated(lp, pid, msg);
-            }
-            return Ran {
-                handled: counts.0,
-                user_handled: counts.1,
-                exit: None,
-            };
-        }
-        // One catch_unwind for the batch: a panic ends the process at the
-        // message that panicked; nothing after it runs.
-        let mut ctx = Ctx::new(lp, pid);
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.run_batch(&mut ctx, budget, &mut counts)
-        }));
-        let exit = match result {
-            Ok(exit) => exit,
-            Err(panic) => Some(ExitReason::from_panic(panic)),
-        };
-        Ran {
-            handled: counts.0,
-            user_handled: counts.1,
-            exit,
-        }
-    }
-
-    fn terminate(&mut self, lp: &mut Loop, pid: Pid, reason: &ExitReason) {
-        self.cancel_idle(lp);
-        self.terminated = true;
-        let mut ctx = Ctx::new(lp, pid);
-        let state = &mut self.state;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.terminate(reason, &mut ctx))) {
-            tracing::error!(%pid, reason = %ExitReason::from_panic(panic), "terminate panicked");
-        }
-    }
-
-    fn fail_queued(&mut self, lp: &mut Loop, reason: &ExitReason) {
-        self.cancel_idle(lp);
-        for msg in self.mailbox.drain(..) {
-            if let Msg::Call(_, from) = msg {
-                crate::call::fail(lp, from, CallError::Exit(reason.clone()));
-            }
-        }
-    }
 }

@@ -1,0 +1,247 @@
+//! Calls in flight: who waits for which reply, with what timeout.
+//!
+//! Each call site (the continuation's closure type `F`, with reply type `R`)
+//! has its own table, kept in the process table's [`CallTables`] (one
+//! loop-extension lookup reaches both): continuations are stored unboxed in
+//! a slab reused after warm-up, and replies are never boxed as `Any`. The
+//! [`From`] token carries its table's index and a typed finisher, so a reply
+//! goes straight to its table.
+//!
+//! A call ends exactly once: with the reply, `Timeout`, `Exit` (the callee
+//! died), `NoProc` or `Overloaded`; whichever comes first removes the entry,
+//! and anything later (a late reply) finds nothing and is dropped.
+//! Continuations always run from the scheduler pass, never inside `reply`: a
+//! finished call queues its continuation and the pass drains it, in the
+//! order calls finished (across tables too), so a round trip between
+//! processes needs no `Loop::defer`.
+
+use std::time::{Duration, Instant};
+
+use ringvisor_runtime::Loop;
+
+use crate::pid::{ExitReason, Pid};
+use crate::process::{self, Processes, SendError};
+
+mod table;
+
+pub(crate) use table::{CallTables, Drain};
+use table::{Calls, Waiting};
+
+/// Use as a call timeout to wait forever (OTP's `infinity`).
+pub const INFINITY: Duration = Duration::MAX;
+
+/// Why a call got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No reply within the timeout.
+    Timeout,
+    /// The callee does not exist (exited, or a stale Pid).
+    NoProc,
+    /// The callee's mailbox is full.
+    Overloaded,
+    /// The callee exited before replying.
+    Exit(ExitReason),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Timeout => f.write_str("call timed out"),
+            CallError::NoProc => f.write_str("no such process"),
+            CallError::Overloaded => f.write_str("callee overloaded"),
+            CallError::Exit(reason) => write!(f, "callee exited: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl std::convert::From<SendError> for CallError {
+    fn from(e: SendError) -> CallError {
+        match e {
+            SendError::NoProc => CallError::NoProc,
+            SendError::Overloaded => CallError::Overloaded,
+        }
+    }
+}
+
+/// Ends a call of one table: `(procs, table, key, generation, outcome)`;
+/// `None` if nobody waits, else whether a scheduler pass must be deferred.
+type Finisher<R> = fn(&mut Processes, u32, u32, u32, Result<R, CallError>) -> Option<bool>;
+
+/// The token a server replies through; reply once with `reply` (or by
+/// returning a reply from `handle_call`).
+pub struct From<R> {
+    key: u32,
+    generation: u32,
+    table: u32,
+    finish: Finisher<R>,
+}
+
+impl<R> std::fmt::Debug for From<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("From")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+impl<R> PartialEq for From<R> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.key, self.generation, self.table) == (other.key, other.generation, other.table)
+    }
+}
+
+impl<R> Eq for From<R> {}
+
+impl<R> std::hash::Hash for From<R> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.key, self.generation, self.table).hash(state);
+    }
+}
+
+/// A timer to arm for a call just begun.
+pub(crate) struct Arm {
+    expire: fn(&mut Loop, u64),
+    /// The table and queue, packed for `expire` (see `table::pack`).
+    arg: u64,
+    after: Duration,
+    set: fn(&mut Processes, u64, ringvisor_runtime::TimerId),
+}
+
+/// Registers a call to `callee` in `procs` and returns the token for its
+/// reply, plus a deadline timer to arm with [`arm`] (the loop is borrowed
+/// through `procs` here). `now` is the loop's time.
+#[inline]
+pub(crate) fn begin_in<R: 'static, F>(
+    procs: &mut Processes,
+    now: Instant,
+    callee: Pid,
+    timeout: Duration,
+    continuation: F,
+) -> (From<R>, Option<Arm>)
+where
+    F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+{
+    let table_index = procs.call_table::<F, R>();
+    let table = procs.calls.typed::<F, R>(table_index);
+    table.next_generation = table.next_generation.wrapping_add(1);
+    let generation = table.next_generation;
+    let queue_index = (timeout != INFINITY).then(|| table.deadline_queue(timeout));
+    let key = table.waiting.insert(Waiting {
+        generation,
+        callee,
+        continuation,
+    });
+    assert!(key < u32::MAX as usize, "call table full");
+    let key = key as u32;
+    let mut arm = None;
+    if let Some(queue) = queue_index {
+        let deadlines = &mut table.deadlines[queue];
+        deadlines.queue.push_back((now + timeout, key, generation));
+        if deadlines.timer.is_none() {
+            arm = Some(Arm {
+                expire: table::expire::<F, R>,
+                arg: table::pack(table_index, queue),
+                after: timeout,
+                set: table::set_timer::<F, R>,
+            });
+        }
+    }
+    let from = From {
+        key,
+        generation,
+        table: table_index as u32,
+        finish: table::finish_in::<F, R>,
+    };
+    (from, arm)
+}
+
+/// Arms the deadline timer `begin_in` asked for.
+pub(crate) fn arm(lp: &mut Loop, arm: Arm) {
+    let timer = lp.timer_fn(arm.after, arm.expire, arm.arg);
+    (arm.set)(process::existing(lp), arm.arg, timer);
+}
+
+/// A second token for the same call (the framework keeps one to reply with
+/// when `handle_call` answers at once).
+pub(crate) fn from_alias<R>(from: &From<R>) -> From<R> {
+    From {
+        key: from.key,
+        generation: from.generation,
+        table: from.table,
+        finish: from.finish,
+    }
+}
+
+/// Sends `value` to whoever waits on `from`. A reply after the caller gave up
+/// (timeout) is dropped. Returns true if someone was waiting.
+pub fn reply<R: 'static>(lp: &mut Loop, from: From<R>, value: R) -> bool {
+    finish(lp, from, Ok(value))
+}
+
+/// Sends each reply of `replies` (emptied) with one table lookup.
+pub(crate) fn reply_all<R: 'static>(lp: &mut Loop, replies: &mut Vec<(From<R>, R)>) {
+    let procs = process::existing(lp);
+    let mut defer = false;
+    for (from, value) in replies.drain(..) {
+        let finished = (from.finish)(procs, from.table, from.key, from.generation, Ok(value));
+        defer |= finished == Some(true);
+    }
+    if defer {
+        process::defer_pass(lp);
+    }
+}
+
+/// Fails a call whose request never reached the callee.
+pub(crate) fn fail<R: 'static>(lp: &mut Loop, from: From<R>, error: CallError) {
+    finish(lp, from, Err(error));
+}
+
+/// Ends a call: its continuation runs at the next drain, never from here.
+fn finish<R: 'static>(lp: &mut Loop, from: From<R>, result: Result<R, CallError>) -> bool {
+    let procs = process::existing(lp);
+    match (from.finish)(procs, from.table, from.key, from.generation, result) {
+        None => false,
+        Some(defer) => {
+            if defer {
+                process::defer_pass(lp);
+            }
+            true
+        }
+    }
+}
+
+/// Calls still waiting for a reply of type `R` (for tests and status pages).
+pub fn waiting<R: 'static>(lp: &mut Loop) -> usize {
+    process::table(lp).calls.waiting::<R>()
+}
+
+impl Processes {
+    /// The index of the call table of continuation `F`, created (with its
+    /// callee-exit failer) on first use.
+    fn call_table<F, R>(&mut self) -> usize
+    where
+        F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+        R: 'static,
+    {
+        match self.calls.position::<F, R>() {
+            Some(index) => index,
+            None => self.add_call_table::<F, R>(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_call_table<F, R>(&mut self) -> usize
+    where
+        F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+        R: 'static,
+    {
+        let index = self.calls.insert(Calls::<F, R>::new());
+        self.register_failer(table::fail_callee::<F, R>, index);
+        index
+    }
+}
