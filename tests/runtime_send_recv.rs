@@ -109,10 +109,10 @@ backend_tests! {
         assert_eq!(&input[..], b"done");
         assert!(back == out, "the output buffer comes back unchanged");
         assert!(peer.join().expect("peer") == out, "bytes arrive whole and in order");
-        if backend == Backend::Poll {
-            // The emulation blocked and waited for writability at least once.
-            assert!(lp.stats().ticks >= 2, "{:?}", lp.stats());
-        }
+        // No assertion on how many ticks it took: loopback buffers autotune
+        // to several MiB, and a peer that reads fast enough lets the poll
+        // emulation finish the send and find the reply in one tick (seen
+        // about once in 20 runs).
         close_fd(fd);
     }
 

@@ -162,8 +162,12 @@ impl<'a, S: GenServer> Ctx<'a, S> {
         ServerRef::from_pid(self.pid)
     }
 
-    /// The loop, for ops this process does not need to own.
+    /// The loop, for ops this process does not need to own. Replies the
+    /// running batch has buffered are finished first, so whatever is sent
+    /// through the loop (a `reply`, a cast, a call) follows them, as
+    /// Erlang's ordering between two processes promises.
     pub fn lp(&mut self) -> &mut Loop {
+        self.flush_replies();
         self.lp
     }
 
@@ -193,6 +197,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
         then: impl FnOnce(&mut S, &mut Ctx<S>, Result<T::Reply, CallError>) + 'static,
     ) {
         let me = self.pid;
+        self.flush_replies();
         gen_server::call(self.lp, server, request, timeout, move |lp, result| {
             gen_server::send_run::<S>(lp, me, move |state, ctx| then(state, ctx, result));
         });
@@ -204,6 +209,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
         server: ServerRef<T>,
         message: T::Cast,
     ) -> Result<(), SendError> {
+        self.flush_replies();
         gen_server::cast(self.lp, server, message)
     }
 
@@ -248,6 +254,7 @@ impl<'a, S: GenServer> Ctx<'a, S> {
         mut options: StartOptions,
     ) -> Result<ServerRef<T>, StartError> {
         options.parent = Some(self.pid);
+        self.flush_replies();
         gen_server::start::<T>(self.lp, args, options)
     }
 

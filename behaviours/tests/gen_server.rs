@@ -19,6 +19,8 @@ enum Call {
     Echo(u32),
     Defer,
     ReleaseDeferred(u32),
+    /// Like `ReleaseDeferred`, through the public `reply(lp, ..)` on the loop.
+    ReleaseThroughLoop(u32),
     Panic,
     Sleep(Duration),
     StopWith(ExitReason),
@@ -51,6 +53,12 @@ impl GenServer for Srv {
             Call::ReleaseDeferred(n) => {
                 for from in self.kept.drain(..) {
                     ctx.reply(from, n);
+                }
+                Reply::now(0)
+            }
+            Call::ReleaseThroughLoop(n) => {
+                for from in self.kept.drain(..) {
+                    ringvisor_behaviours::reply(ctx.lp(), from, n);
                 }
                 Reply::now(0)
             }
@@ -174,6 +182,21 @@ backend_tests! {
         let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
         let (got, push) = results();
         let calls = [Call::Echo(1), Call::Defer, Call::ReleaseDeferred(2), Call::Echo(3)];
+        for call in calls {
+            let p = push.clone();
+            gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
+        }
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+    }
+
+    // The same through the public `reply` on `ctx.lp()`: handing out the
+    // loop first finishes the replies a batch has buffered.
+    fn replies_through_the_loop_keep_the_order_they_were_made(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let (got, push) = results();
+        let calls = [Call::Echo(1), Call::Defer, Call::ReleaseThroughLoop(2), Call::Echo(3)];
         for call in calls {
             let p = push.clone();
             gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
