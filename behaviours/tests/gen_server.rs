@@ -116,6 +116,21 @@ fn results<T: 'static>() -> (Rc<RefCell<Vec<T>>>, impl Fn(T) + Clone) {
     (cell, move |v| c.borrow_mut().push(v))
 }
 
+/// An immediate reply, a deferred one released by `release` (answering 2
+/// to the deferred call, 0 to itself), then another immediate one: the
+/// caller sees them in the order they were made.
+fn assert_reply_order(backend: ringvisor_runtime::Backend, release: Call) {
+    let mut lp = new_loop(backend);
+    let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+    let (got, push) = results();
+    for call in [Call::Echo(1), Call::Defer, release, Call::Echo(3)] {
+        let p = push.clone();
+        gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
+    }
+    lp.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+}
+
 backend_tests! {
     // gen_server_SUITE: call/1 and cast/1
     fn call_and_cast_round_trip(backend) {
@@ -178,31 +193,13 @@ backend_tests! {
     // Replies reach their callers in the order the server made them, whether
     // returned from handle_call or sent with ctx.reply within one batch.
     fn replies_keep_the_order_they_were_made(backend) {
-        let mut lp = new_loop(backend);
-        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
-        let (got, push) = results();
-        let calls = [Call::Echo(1), Call::Defer, Call::ReleaseDeferred(2), Call::Echo(3)];
-        for call in calls {
-            let p = push.clone();
-            gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
-        }
-        lp.run_for(Duration::from_millis(100)).unwrap();
-        assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+        assert_reply_order(backend, Call::ReleaseDeferred(2));
     }
 
     // The same through the public `reply` on `ctx.lp()`: handing out the
     // loop first finishes the replies a batch has buffered.
     fn replies_through_the_loop_keep_the_order_they_were_made(backend) {
-        let mut lp = new_loop(backend);
-        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
-        let (got, push) = results();
-        let calls = [Call::Echo(1), Call::Defer, Call::ReleaseThroughLoop(2), Call::Echo(3)];
-        for call in calls {
-            let p = push.clone();
-            gen_server::call(&mut lp, srv, call, Duration::from_secs(5), move |_, r| p(r));
-        }
-        lp.run_for(Duration::from_millis(100)).unwrap();
-        assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
+        assert_reply_order(backend, Call::ReleaseThroughLoop(2));
     }
 
     // Continuations run in the order their calls finished, also across
