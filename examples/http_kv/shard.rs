@@ -25,7 +25,7 @@ use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, Du
 use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
 use ringvisor::behaviours::persist::{DecodeError, Durability, StoreStats, RECORD_HEADER_BYTES};
 use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, Flags, Strategy};
-use ringvisor::behaviours::{is_alive, whereis, CallError, ExitReason, Kill, Pid};
+use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill, Pid};
 use ringvisor::Loop;
 
 use crate::config::SyncMode;
@@ -317,9 +317,10 @@ fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 struct Shards {
     names: Vec<String>,
     counters: Vec<Rc<Counters>>,
-    /// The last Pid `whereis` gave for each name: checking that it is alive
-    /// costs less per request than hashing the name (a restart registers a
-    /// new Pid, and the stale one fails the check).
+    /// Each shard's Pid, written by its child spec's start function at
+    /// every (re)start: a request finds its shard without hashing a name.
+    /// Between an exit and the restart the stale Pid gets `NoProc`, as
+    /// `whereis` would have found no name.
     pids: Vec<Cell<Option<Pid>>>,
 }
 
@@ -353,8 +354,12 @@ fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> Chi
             mailbox_capacity: capacity,
             parent: Some(parent),
         };
-        durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)
-            .map(|s| s.pid())
+        let pid =
+            durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)?.pid();
+        if let Some(slot) = lp.extension::<Shards>().and_then(|all| all.pids.get(index)) {
+            slot.set(Some(pid));
+        }
+        Ok(pid)
     })
     .shutdown(supervisor::Shutdown::Timeout(SHARD_SHUTDOWN))
 }
@@ -372,15 +377,16 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
     let root_flags = Flags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60));
     let mut children = vec![shards];
     children.extend(others);
-    supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
-        .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
+    // Before the shards start: their start functions record their Pids here.
     let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
     let pids = (0..config.shards).map(|_| Cell::new(None)).collect();
     lp.insert_extension(Shards {
         names,
-        counters,
+        counters: counters.clone(),
         pids,
     });
+    supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
+        .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
     Ok(())
 }
 
@@ -423,16 +429,9 @@ pub fn call(
     });
 }
 
-/// The live process serving `shard`, if any.
-fn shard_pid(lp: &mut Loop, shard: usize) -> Option<Pid> {
-    let cached = lp.extension::<Shards>()?.pids.get(shard)?.get();
-    if let Some(pid) = cached.filter(|&pid| is_alive(lp, pid)) {
-        return Some(pid);
-    }
-    let all = lp.extension::<Shards>()?;
-    let pid = whereis(lp, all.names.get(shard)?);
-    all.pids[shard].set(pid);
-    pid
+/// The process serving `shard`, as of its last start.
+fn shard_pid(lp: &Loop, shard: usize) -> Option<Pid> {
+    lp.extension::<Shards>()?.pids.get(shard)?.get()
 }
 
 /// Every shard's figures, in shard order.
