@@ -3,10 +3,11 @@
 //! Every answered request is notified to the manager `events` (a child of the
 //! root supervisor), in batches: the requests answered in one tick go as one
 //! [`RequestEvents`] notification, so a pipelined tick of a thousand answers
-//! costs the manager one message, not a thousand. Two handlers are installed when it starts: `log`
-//! (a `tracing` debug line per request) and `metrics` (the Prometheus
-//! counters and latency histogram of `/metrics`). A handler that panics is
-//! removed and the others carry on; a restarted manager gets both again.
+//! costs the manager one message, not a thousand. Two handlers are installed
+//! when it starts: `log` (a `tracing` debug line per request) and `metrics`
+//! (the Prometheus counters and latency histogram of `/metrics`). A handler
+//! that panics is removed and the others carry on; a restarted manager gets
+//! both again.
 
 use std::rc::Rc;
 use std::time::Duration;
