@@ -286,37 +286,35 @@ impl UringDriver {
         let submitter = self.ring.submitter();
         debug_assert!(min_wait_us == 0 || (self.ext_arg && min_complete > 1));
         let with_arg = min_wait_us > 0 || (timeout.is_some() && min_complete > 0 && self.ext_arg);
-        match timeout {
-            _ if with_arg => {
-                let ts = timeout.map(|t| KernelTimespec {
-                    tv_sec: t.as_secs() as i64,
-                    tv_nsec: t.subsec_nanos() as i64,
-                });
-                let arg = GetEventsArg {
-                    sigmask: 0,
-                    sigmask_sz: 0,
-                    min_wait_usec: min_wait_us,
-                    // 0: no timeout, wait for completions only.
-                    ts: ts
-                        .as_ref()
-                        .map_or(0, |ts| ts as *const KernelTimespec as u64),
-                };
-                let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
-                // SAFETY: `arg` is a correctly laid out io_uring_getevents_arg
-                // whose timespec outlives the call; the SQEs being submitted
-                // point only at memory kept alive until their completion.
-                unsafe { submitter.enter(to_submit, min_complete, flags, Some(&arg)) }
-            }
-            _ => {
-                // SAFETY: as above, without an argument.
-                unsafe {
-                    submitter.enter::<libc::sigset_t>(
-                        to_submit,
-                        min_complete,
-                        IORING_ENTER_GETEVENTS,
-                        None,
-                    )
-                }
+        if with_arg {
+            let ts = timeout.map(|t| KernelTimespec {
+                tv_sec: t.as_secs() as i64,
+                tv_nsec: t.subsec_nanos() as i64,
+            });
+            let arg = GetEventsArg {
+                sigmask: 0,
+                sigmask_sz: 0,
+                min_wait_usec: min_wait_us,
+                // 0: no timeout, wait for completions only.
+                ts: ts
+                    .as_ref()
+                    .map_or(0, |ts| ts as *const KernelTimespec as u64),
+            };
+            let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+            // SAFETY: `arg` is a correctly laid out io_uring_getevents_arg
+            // whose timespec, if any, outlives the call; the SQEs being
+            // submitted point only at memory kept alive until their
+            // completion.
+            unsafe { submitter.enter(to_submit, min_complete, flags, Some(&arg)) }
+        } else {
+            // SAFETY: as above, without an argument.
+            unsafe {
+                submitter.enter::<libc::sigset_t>(
+                    to_submit,
+                    min_complete,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
             }
         }
     }
