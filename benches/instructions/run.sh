@@ -8,6 +8,7 @@
 #            benchmark peers target/release/tokio_kv and monoio_kv work too)
 #     MIX    get (90% GET) or put (90% PUT); default get
 #     DEPTH  requests written at a time per connection; default 16
+#   KEEP_DUMP=FILE keeps the callgrind dump (for callgrind_annotate)
 #
 # The server runs under valgrind with instrumentation off; 1,000 keys are
 # written, then instrumentation covers 64 connections x 20 batches of DEPTH
@@ -37,5 +38,6 @@ callgrind_control -d "$VG" >/dev/null 2>&1
 callgrind_control -i off "$VG" >/dev/null 2>&1 || true
 sleep 0.5
 DUMP=$(ls "$WORK"/cg.out.* 2>/dev/null | head -n 1)
+[ -n "${KEEP_DUMP:-}" ] && cp "${DUMP:-$WORK/cg.out}" "$KEEP_DUMP"
 IR=$(callgrind_annotate "${DUMP:-$WORK/cg.out}" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
 echo "$(basename "$BIN") mix=$MIX depth=$DEPTH requests=$N instructions/request=$((IR / N))"

@@ -156,6 +156,7 @@ pub(crate) struct Processes {
 }
 
 /// The process table of a loop, created on first use.
+#[inline]
 pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
     lp.extension_or_insert_with(|| Processes {
         slots: slab::Slab::new(),
@@ -196,6 +197,7 @@ impl Processes {
 
 /// The process table where it must exist (a process or a call does): one
 /// lookup without `table`'s insertion path.
+#[inline]
 pub(crate) fn existing(lp: &mut Loop) -> &mut Processes {
     lp.extension_mut::<Processes>()
         .expect("the process table exists while processes or calls do")

@@ -35,22 +35,30 @@ impl Extensions {
         self.entries.clear();
     }
 
-    #[inline]
+    /// The index of the entry of `id`: the hinted slot first.
+    #[inline(always)]
     fn index_of(&self, id: TypeId) -> Option<usize> {
-        let hint = &self.hints[hint_slot(id)];
-        let guess = usize::from(hint.get());
+        let guess = usize::from(self.hints[hint_slot(id)].get());
         if self.entries.get(guess).is_some_and(|(t, _)| *t == id) {
             return Some(guess);
         }
+        self.index_of_slow(id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn index_of_slow(&self, id: TypeId) -> Option<usize> {
         let index = self.entries.iter().position(|(t, _)| *t == id)?;
         if let Ok(small) = u8::try_from(index) {
-            hint.set(small);
+            self.hints[hint_slot(id)].set(small);
         }
         Some(index)
     }
 }
 
-/// Folds a `TypeId` to a hint slot (constant for each `T` once inlined).
+/// Folds a `TypeId` to a hint slot (constant for each `T` once inlined:
+/// forced, since a call per lookup cost more than the lookup).
+#[inline(always)]
 fn hint_slot(id: TypeId) -> usize {
     struct Fold(u64);
     impl Hasher for Fold {
@@ -69,6 +77,38 @@ fn hint_slot(id: TypeId) -> usize {
     let mut fold = Fold(0);
     id.hash(&mut fold);
     (fold.finish() as usize) % HINT_SLOTS
+}
+
+impl Extensions {
+    /// The entry of type `T`, if any: the hinted slot's `TypeId` checked,
+    /// then the value cast (no virtual `type_id` call, which `downcast_mut`
+    /// makes, and no second bounds or type check).
+    #[inline(always)]
+    fn find_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let id = TypeId::of::<T>();
+        let index = self.index_of(id)?;
+        let (stored, value) = &mut self.entries[index];
+        debug_assert!(*stored == id);
+        let value: *mut dyn Any = &mut **value;
+        // SAFETY: `index_of` returned an entry whose `TypeId` is `T`'s, and
+        // an entry's `TypeId` is always that of the value boxed beside it
+        // (both are written together, from one `T`, by `insert_extension`
+        // and `extension_or_insert_with`), so the box holds a `T`. The
+        // reference borrows `self` mutably, so it is unique.
+        Some(unsafe { &mut *(value as *mut T) })
+    }
+
+    #[inline(always)]
+    fn find<T: 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
+        let index = self.index_of(id)?;
+        let (stored, value) = &self.entries[index];
+        debug_assert!(*stored == id);
+        let value: *const dyn Any = &**value;
+        // SAFETY: as in `find_mut`: the entry's `TypeId` is `T`'s and is
+        // that of its boxed value; a shared borrow of `self` is held.
+        Some(unsafe { &*(value as *const T) })
+    }
 }
 
 impl Loop {
@@ -100,31 +140,27 @@ impl Loop {
     /// *lp.extension_or_insert_with(|| 0u64) += 5;
     /// assert_eq!(*lp.extension_or_insert_with(|| 0u64), 5);
     /// ```
+    #[inline]
     pub fn extension_or_insert_with<T: 'static>(&mut self, make: impl FnOnce() -> T) -> &mut T {
         let id = TypeId::of::<T>();
-        let index = match self.extensions.index_of(id) {
-            Some(index) => index,
-            None => {
-                self.extensions.entries.push((id, Box::new(make())));
-                self.extensions.entries.len() - 1
-            }
-        };
-        self.extensions.entries[index]
-            .1
-            .downcast_mut()
-            .expect("TypeId matched")
+        if self.extensions.index_of(id).is_none() {
+            self.extensions.entries.push((id, Box::new(make())));
+        }
+        self.extensions
+            .find_mut()
+            .expect("the entry was found or inserted just now")
     }
 
     /// The stored value of type `T`, if any.
+    #[inline]
     pub fn extension<T: 'static>(&self) -> Option<&T> {
-        let index = self.extensions.index_of(TypeId::of::<T>())?;
-        self.extensions.entries[index].1.downcast_ref()
+        self.extensions.find()
     }
 
     /// The stored value of type `T`, mutably.
+    #[inline]
     pub fn extension_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        let index = self.extensions.index_of(TypeId::of::<T>())?;
-        self.extensions.entries[index].1.downcast_mut()
+        self.extensions.find_mut()
     }
 
     /// Takes the stored value of type `T` out of the loop.
