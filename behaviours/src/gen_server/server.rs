@@ -75,13 +75,8 @@ pub(super) fn fail_pending<S: GenServer>(lp: &mut Loop, pending: Pending, reason
 }
 
 #[inline]
-pub(super) fn push_msg<S: GenServer>(process: &mut dyn Process, msg: Msg<S>) {
-    match process.as_any_mut().downcast_mut::<ServerProc<S>>() {
-        Some(server) => server.mailbox.push_back(msg),
-        // A Pid of another behaviour type: the message is dropped, like a
-        // message nobody matches in Erlang; calls fail by timeout.
-        None => tracing::warn!("message to a process of another type dropped"),
-    }
+pub(super) fn push_msg<S: GenServer>(server: &mut ServerProc<S>, msg: Msg<S>) {
+    server.mailbox.push_back(msg);
 }
 
 fn deliver_idle_timeout<S: GenServer>(lp: &mut Loop, pid: Pid, seq: u64) {

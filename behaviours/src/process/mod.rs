@@ -11,7 +11,7 @@
 //! - Scheduling never runs a callback re-entrantly: sends only queue, and the
 //!   scheduler runs from `Loop::defer` or a zero timer.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -117,6 +117,9 @@ struct Slot {
     generation: u32,
     /// The behaviour; `None` while its callback runs (or while being built).
     process: Option<Box<dyn Process>>,
+    /// The concrete type of `process` (set by `install`; `()` before): a
+    /// send checks it instead of downcasting through two virtual calls.
+    kind: TypeId,
     overflow: Vec<Pending>,
     /// User messages queued (in the process or the overflow).
     queued: usize,
@@ -212,6 +215,7 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
     let index = procs.slots.insert(Slot {
         generation,
         process: None,
+        kind: TypeId::of::<()>(),
         overflow: Vec::new(),
         queued: 0,
         capacity,
@@ -235,7 +239,12 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
 }
 
 /// Puts a behaviour into its reserved slot and hands it what arrived meanwhile.
-pub(crate) fn install(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
+pub(crate) fn install(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
+    // The concrete type (through `dyn Any`, not the type of the reference).
+    let kind = Any::type_id(&*process.as_any_mut());
+    if let Some(slot) = table(lp).slot_mut(pid) {
+        slot.kind = kind;
+    }
     put_back(lp, pid, process);
 }
 
@@ -296,14 +305,14 @@ pub fn mailbox_len(lp: &mut Loop, pid: Pid) -> Option<usize> {
 }
 
 /// Delivers a message to `pid`'s typed mailbox. `push` receives the process
-/// object (downcast by the caller); while the process runs, the message is
-/// boxed into the overflow. `user` messages count toward the capacity.
-pub(crate) fn deliver<M: 'static>(
+/// object if it is a `P`; while the process runs, the message is boxed into
+/// the overflow. `user` messages count toward the capacity.
+pub(crate) fn deliver<P: Process, M: 'static>(
     lp: &mut Loop,
     pid: Pid,
     message: M,
     user: bool,
-    push: fn(&mut dyn Process, M),
+    push: fn(&mut P, M),
 ) -> Result<(), SendError> {
     let deferred = match lp.extension_mut::<Processes>() {
         Some(procs) => procs.deliver(pid, message, user, push)?,
@@ -319,12 +328,12 @@ impl Processes {
     /// [`deliver`] on a borrowed table: returns true if a scheduler pass
     /// must be deferred (see [`defer_pass`]).
     #[inline]
-    pub(crate) fn deliver<M: 'static>(
+    pub(crate) fn deliver<P: Process, M: 'static>(
         &mut self,
         pid: Pid,
         message: M,
         user: bool,
-        push: fn(&mut dyn Process, M),
+        push: fn(&mut P, M),
     ) -> Result<bool, SendError> {
         let Some(slot) = self.slot_mut(pid) else {
             return Err(SendError::NoProc);
@@ -338,8 +347,20 @@ impl Processes {
             }
             slot.queued += 1;
         }
+        let kind = slot.kind;
         match slot.process.as_deref_mut() {
-            Some(process) => push(process, message),
+            Some(process) if kind == TypeId::of::<P>() => {
+                let process: *mut dyn Process = process;
+                // SAFETY: `kind` is the concrete type of the boxed process,
+                // read from it by `install` (the only writer of `process`
+                // besides the scheduler putting the same box back), and it
+                // is `P`; the box is borrowed mutably from the slot, so the
+                // reference is unique for this call.
+                push(unsafe { &mut *(process as *mut P) }, message);
+            }
+            // A Pid of another behaviour type: the message is dropped, like
+            // a message nobody matches in Erlang; calls fail by timeout.
+            Some(_) => tracing::warn!("message to a process of another type dropped"),
             None => slot.overflow.push(Pending::User(Box::new(message))),
         }
         Ok(self.enqueue(pid))
