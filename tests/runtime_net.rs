@@ -233,6 +233,73 @@ backend_tests! {
         close_fd(fd);
     }
 
+    // A cancel that reaches an op after the kernel finished it (here: from
+    // the callback of a no-op completed in the same tick, before the
+    // receive's completion is delivered) must not drop what the receive
+    // took off the socket.
+    fn a_cancel_that_loses_the_race_loses_no_received_bytes(backend) {
+        let (fd, mut peer) = tcp_pair(backend);
+        peer.write_all(b"hello").expect("write");
+        let mut lp = Loop::builder().backend(backend).build().expect("loop");
+        let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let recv_id = std::rc::Rc::new(std::cell::Cell::new(None::<OpId>));
+        let r = recv_id.clone();
+        lp.nop(move |lp, res| {
+            res.expect("nop");
+            lp.cancel(r.get().expect("recv submitted"));
+        });
+        let g = got.clone();
+        recv_id.set(Some(lp.recv(fd, Vec::with_capacity(64), move |_, res, buf| {
+            *g.borrow_mut() = Some((res.map_err(|e| e.is_canceled()), buf));
+        })));
+        lp.run_for(Duration::from_secs(10)).expect("run");
+        let (res, mut buf) = got.borrow_mut().take().expect("the recv completed");
+        match res {
+            Ok(n) => assert_eq!((n, &buf[..]), (5, &b"hello"[..])),
+            Err(canceled) => {
+                assert!(canceled, "only a cancel may fail it");
+                // Canceled before it read: the bytes are still in the socket.
+                buf.resize(64, 0);
+                // SAFETY: `buf` has 64 writable bytes; `fd` is open.
+                let n = unsafe {
+                    libc::recv(fd, buf.as_mut_ptr().cast(), 64, libc::MSG_DONTWAIT)
+                };
+                assert_eq!(n, 5, "the bytes a canceled recv did not take are still there");
+            }
+        }
+        assert_eq!(lp.stats().ops_in_flight, 0);
+        close_fd(fd);
+    }
+
+    // The same for a send: one reported `Canceled` must not have gone out
+    // (a caller would send it again).
+    fn a_cancel_that_loses_the_race_reports_the_bytes_sent(backend) {
+        let (fd, mut peer) = tcp_pair(backend);
+        let mut lp = Loop::builder().backend(backend).build().expect("loop");
+        let got = std::rc::Rc::new(std::cell::Cell::new(None));
+        let send_id = std::rc::Rc::new(std::cell::Cell::new(None::<OpId>));
+        let s = send_id.clone();
+        lp.nop(move |lp, res| {
+            res.expect("nop");
+            lp.cancel(s.get().expect("send submitted"));
+        });
+        let g = got.clone();
+        send_id.set(Some(lp.send(fd, b"hello".to_vec(), move |_, res, _| {
+            g.set(Some(res.map_err(|e| e.is_canceled())));
+        })));
+        lp.run_for(Duration::from_secs(10)).expect("run");
+        close_fd(fd);
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).expect("read to the close");
+        match got.get().expect("the send completed") {
+            Ok(n) => assert_eq!((n, &received[..]), (5, &b"hello"[..])),
+            Err(canceled) => {
+                assert!(canceled, "only a cancel may fail it");
+                assert!(received.is_empty(), "a send reported canceled went out");
+            }
+        }
+    }
+
     fn connect_to_a_closed_port_is_refused(backend) {
         let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         let mut lp = Loop::builder().backend(backend).build().expect("loop");

@@ -10,6 +10,12 @@
 //!   (removed, Canceled)  Canceling ──completion──▶ (removed, Canceled, late fd reaped)
 //! ```
 //!
+//! A cancel is a request, not a verdict: a `Canceling` op whose completion
+//! shows the kernel finished it first (not `ECANCELED`) is delivered with
+//! its own result, so no received byte is dropped and no sent byte is
+//! reported unsent; only ops that produce an fd always end `Canceled`
+//! (see `settle::cancel_won`).
+//!
 //! Invariants:
 //! - A slot holds everything the kernel may read or write for its op (buffers,
 //!   iovecs, sockaddrs, paths). All of it lives behind a heap pointer (`Vec`, `Box`,

@@ -38,15 +38,20 @@ impl OpTable {
             slot.state != OpState::Queued,
             "completion for an op never submitted"
         );
-        let canceled = slot.state == OpState::Canceling;
+        let canceling = slot.state == OpState::Canceling;
+        // See `cancel_won`: a cancel that came after the kernel finished a
+        // half leaves that half's result alone (bytes received are kept).
+        let canceled = canceling && super::settle::kernel_canceled(raw.res);
         if send_done {
             *sent = out.len();
         }
         let result = if *sent < out.len() {
             // The send's completion: the receive did not run.
-            if raw.res > 0 && !canceled {
+            if raw.res > 0 {
                 *sent += raw.res as usize;
                 assert!(*sent <= out.len(), "kernel sent more than the buffer");
+            }
+            if raw.res > 0 && !canceling {
                 slot.state = OpState::Queued;
                 self.in_kernel -= 1;
                 let id = OpId {
@@ -56,7 +61,8 @@ impl OpTable {
                 return Some(Settled::Resubmit(id));
             }
             Err(match raw.res {
-                _ if canceled => OpError::Canceled,
+                // Stopped by the cancel (before or after part of the send).
+                _ if canceling => OpError::Canceled,
                 0 => OpError::Io(io::Error::new(
                     io::ErrorKind::WriteZero,
                     "send made no progress",
@@ -164,29 +170,36 @@ mod tests {
     }
 
     #[test]
-    fn a_canceled_op_is_canceled_in_whichever_half_completes() {
+    fn a_cancel_decides_only_what_the_kernel_had_not_finished() {
         let mut table = OpTable::new();
         let send_half = in_kernel(&mut table, b"ping");
         let recv_half = in_kernel(&mut table, b"ping");
-        for key in [send_half, recv_half] {
+        let canceled_recv = in_kernel(&mut table, b"ping");
+        for key in [send_half, recv_half, canceled_recv] {
             assert!(table.mark_canceling(key));
         }
+        // A short send: canceled, not resubmitted, its progress recorded.
         let (result, sent, _) = delivered(table.settle(RawCompletion {
             key: send_half,
             res: 2,
         }));
         assert!(matches!(result, Err(OpError::Canceled)), "no resubmit");
-        assert_eq!(sent, 0);
+        assert_eq!(sent, 2);
+        // The receive ran before the cancel: its bytes are delivered.
         let raw = RawCompletion {
             key: recv_half | SEND_DONE_KEY_FLAG,
             res: 5,
         };
         let (result, sent, input) = delivered(table.settle(raw));
+        assert_eq!(result.expect("received before the cancel"), 5);
+        assert_eq!((sent, input.len()), (4, 5), "bytes received are kept");
+        // The kernel canceled the receive.
+        let raw = RawCompletion {
+            key: canceled_recv | SEND_DONE_KEY_FLAG,
+            res: -libc::ECANCELED,
+        };
+        let (result, sent, input) = delivered(table.settle(raw));
         assert!(matches!(result, Err(OpError::Canceled)));
-        assert_eq!(
-            (sent, input.len()),
-            (4, 0),
-            "bytes of a canceled receive are not kept"
-        );
+        assert_eq!((sent, input.len()), (4, 0));
     }
 }

@@ -22,6 +22,29 @@ pub(crate) enum Verdict {
     Resubmit(OpId),
 }
 
+/// Whether a cancel requested while the op was in the kernel decides its
+/// outcome, given the kernel's result `res`. It does when the kernel
+/// canceled the op (`ECANCELED`, or `EINTR` for an op interrupted by the
+/// cancel), and always for ops that produce an fd (accept, open, connect:
+/// the late fd is closed, as documented). Otherwise the op finished before
+/// the cancel reached it and its own result stands: the bytes of a receive
+/// are delivered, not dropped from the stream, and a send that went out is
+/// reported as sent, so a caller that retries does not send it twice.
+/// io_uring itself does the same: a cancel that finds nothing to cancel
+/// leaves the target's completion alone.
+pub(crate) fn cancel_won(kind: &OpKind, res: i32) -> bool {
+    let produces_fd = matches!(
+        kind,
+        OpKind::Accept { .. } | OpKind::Open { .. } | OpKind::Connect { .. }
+    );
+    produces_fd || kernel_canceled(res)
+}
+
+/// Whether the kernel's result says the op was canceled (or interrupted).
+pub(crate) fn kernel_canceled(res: i32) -> bool {
+    res == -libc::ECANCELED || res == -libc::EINTR
+}
+
 impl OpTable {
     /// Applies a backend completion: the kernel is done with the slot.
     pub(crate) fn settle(&mut self, raw: RawCompletion) -> Settled {
@@ -68,7 +91,8 @@ impl OpTable {
             key == raw.key || matches!(slot.kind, OpKind::SendRecv { .. }),
             "only a send_recv's receive is flagged"
         );
-        let canceled = slot.state == OpState::Canceling;
+        let canceling = slot.state == OpState::Canceling;
+        let canceled = canceling && cancel_won(&slot.kind, raw.res);
         let result = match &mut slot.kind {
             OpKind::SendRecv { .. } => return None,
             _ if canceled => Err(OpError::Canceled),
@@ -81,7 +105,9 @@ impl OpTable {
             } => {
                 *offset += raw.res as usize;
                 debug_assert!(*offset <= buf.len());
-                if raw.res > 0 && *offset < buf.len() {
+                // A cancel that came too late for this part still stops
+                // the rest: the caller learns how much went out.
+                if raw.res > 0 && *offset < buf.len() && !canceling {
                     slot.state = OpState::Queued;
                     self.in_kernel -= 1;
                     return Some(Verdict::Resubmit(OpId {

@@ -94,19 +94,85 @@ fn send_all_resubmits_partial_sends_and_reports_the_total() {
 }
 
 #[test]
-fn a_canceled_send_all_stops_after_its_partial_send() {
+fn a_canceled_send_all_stops_after_its_partial_send_and_says_how_much_went_out() {
     let mut table = OpTable::new();
-    let send = OpKind::Send {
-        fd: 5,
-        buf: vec![0; 10],
-        offset: 0,
-        all: true,
+    let send = |table: &mut OpTable| {
+        let kind = OpKind::Send {
+            fd: 5,
+            buf: vec![0; 10],
+            offset: 0,
+            all: true,
+        };
+        let key = in_kernel(table, kind);
+        table.mark_canceling(key);
+        key
     };
-    let key = in_kernel(&mut table, send);
-    table.mark_canceling(key);
-    let settled = table.settle(RawCompletion { key, res: 4 });
-    assert!(matches!(settled, Settled::Deliver(_, c) if c.result.is_err()));
+    // The kernel sent 4 bytes before the cancel reached it: no resubmit,
+    // and the 4 bytes are reported (a caller that retried on `Canceled`
+    // would send them twice).
+    let key = send(&mut table);
+    match table.settle(RawCompletion { key, res: 4 }) {
+        Settled::Deliver(_, c) => assert_eq!(c.result.expect("sent before the cancel"), 4),
+        _ => panic!("a canceling send_all is not resubmitted"),
+    }
+    // The kernel canceled it: `Canceled`.
+    let key = send(&mut table);
+    let settled = table.settle(RawCompletion {
+        key,
+        res: -libc::ECANCELED,
+    });
+    assert!(
+        matches!(settled, Settled::Deliver(_, c) if matches!(c.result, Err(OpError::Canceled)))
+    );
     assert_eq!(table.len(), 0);
+}
+
+#[test]
+fn a_recv_that_finished_before_its_cancel_keeps_its_bytes() {
+    let mut table = OpTable::new();
+    let recv = |table: &mut OpTable| {
+        let key = in_kernel(
+            table,
+            OpKind::Recv {
+                fd: 5,
+                buf: Vec::with_capacity(8),
+            },
+        );
+        table.mark_canceling(key);
+        key
+    };
+    let key = recv(&mut table);
+    match table.settle(RawCompletion { key, res: 3 }) {
+        Settled::Deliver(_, c) => {
+            assert_eq!(c.result.expect("received before the cancel"), 3);
+            let OpKind::Recv { buf, .. } = c.kind else {
+                panic!("recv data")
+            };
+            assert_eq!(buf.len(), 3, "the bytes are kept");
+        }
+        _ => panic!("delivered"),
+    }
+    let key = recv(&mut table);
+    let settled = table.settle(RawCompletion {
+        key,
+        res: -libc::ECANCELED,
+    });
+    assert!(
+        matches!(settled, Settled::Deliver(_, c) if matches!(c.result, Err(OpError::Canceled)))
+    );
+    // An accept always ends canceled; its late fd is reaped.
+    let key = in_kernel(
+        &mut table,
+        OpKind::Accept {
+            fd: 5,
+            addr: crate::op::SockAddrBuf::empty(),
+        },
+    );
+    table.mark_canceling(key);
+    let settled = table.settle(RawCompletion { key, res: 9 });
+    assert!(
+        matches!(settled, Settled::Reap(9, _, c) if matches!(c.result, Err(OpError::Canceled)))
+    );
 }
 
 #[test]
