@@ -102,19 +102,20 @@ impl<R> std::hash::Hash for From<R> {
     }
 }
 
-/// A timer to arm for a call just begun.
+/// A deadline timer to arm for a call just begun: its table's queue.
+#[derive(Clone, Copy)]
 pub(crate) struct Arm {
-    expire: fn(&mut Loop, u64),
-    /// The table and queue, packed for `expire` (see `table::pack`).
     arg: u64,
     after: Duration,
-    set: fn(&mut Processes, u64, ringvisor_runtime::TimerId),
+    arm: fn(&mut Loop, u64, Duration),
 }
 
 /// Registers a call to `callee` in `procs` and returns the token for its
 /// reply, plus a deadline timer to arm with [`arm`] (the loop is borrowed
-/// through `procs` here). `now` is the loop's time.
-#[inline]
+/// through `procs` here; the timer is armed only for the first call of a
+/// timeout's queue, so the common case carries nothing). `now` is the
+/// loop's time.
+#[inline(always)]
 pub(crate) fn begin_in<R: 'static, F>(
     procs: &mut Processes,
     now: Instant,
@@ -129,7 +130,6 @@ where
     let table = procs.calls.typed::<F, R>(table_index);
     table.next_generation = table.next_generation.wrapping_add(1);
     let generation = table.next_generation;
-    let queue_index = (timeout != INFINITY).then(|| table.deadline_queue(timeout));
     let key = table.waiting.insert(Waiting {
         generation,
         callee,
@@ -138,15 +138,17 @@ where
     assert!(key < u32::MAX as usize, "call table full");
     let key = key as u32;
     let mut arm = None;
-    if let Some(queue) = queue_index {
+    if timeout != INFINITY {
+        let queue = table.deadline_queue(timeout);
         let deadlines = &mut table.deadlines[queue];
-        deadlines.queue.push_back((now + timeout, key, generation));
+        deadlines
+            .queue
+            .push_back((deadline(now, timeout), key, generation));
         if deadlines.timer.is_none() {
             arm = Some(Arm {
-                expire: table::expire::<F, R>,
                 arg: table::pack(table_index, queue),
                 after: timeout,
-                set: table::set_timer::<F, R>,
+                arm: table::arm::<F, R>,
             });
         }
     }
@@ -159,10 +161,23 @@ where
     (from, arm)
 }
 
+/// `now + timeout`, saturating far in the future (`Instant`'s checked add
+/// is a call; this is the common case inline).
+#[inline(always)]
+fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).unwrap_or_else(|| far_future(now))
+}
+
+#[cold]
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
 /// Arms the deadline timer `begin_in` asked for.
+#[cold]
+#[inline(never)]
 pub(crate) fn arm(lp: &mut Loop, arm: Arm) {
-    let timer = lp.timer_fn(arm.after, arm.expire, arm.arg);
-    (arm.set)(process::existing(lp), arm.arg, timer);
+    (arm.arm)(lp, arm.arg, arm.after);
 }
 
 /// A second token for the same call (the framework keeps one to reply with

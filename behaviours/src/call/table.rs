@@ -155,7 +155,17 @@ impl<F, R> Calls<F, R> {
         }
     }
 
+    #[inline(always)]
     pub(super) fn deadline_queue(&mut self, timeout: Duration) -> usize {
+        // Most call sites use one timeout: its queue is the first.
+        if self.deadlines.first().is_some_and(|d| d.timeout == timeout) {
+            return 0;
+        }
+        self.other_deadline_queue(timeout)
+    }
+
+    #[inline(never)]
+    fn other_deadline_queue(&mut self, timeout: Duration) -> usize {
         if let Some(index) = self.deadlines.iter().position(|d| d.timeout == timeout) {
             return index;
         }
@@ -210,6 +220,16 @@ pub(super) fn pack(table: usize, queue: usize) -> u64 {
 
 fn unpack(arg: u64) -> (usize, usize) {
     ((arg >> 8) as usize, (arg & 0xff) as usize)
+}
+
+/// Arms the deadline timer of a table's queue (`Arm`).
+pub(super) fn arm<F, R>(lp: &mut Loop, arg: u64, after: Duration)
+where
+    F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+    R: 'static,
+{
+    let timer = lp.timer_fn(after, expire::<F, R>, arg);
+    set_timer::<F, R>(process::existing(lp), arg, timer);
 }
 
 pub(super) fn set_timer<F: 'static, R: 'static>(procs: &mut Processes, arg: u64, timer: TimerId) {

@@ -344,19 +344,13 @@ pub fn call<S: GenServer>(
 ) {
     let now = lp.now();
     let server = server.pid;
-    // One table lookup registers the call and queues the request (the
-    // table is created by the first process, or by this call if none ran).
-    let (alias, arm, sent) = match lp.extension_mut::<process::Processes>() {
-        Some(procs) => enqueue_call::<S, _>(procs, now, server, request, timeout, continuation),
-        None => enqueue_call::<S, _>(
-            process::table(lp),
-            now,
-            server,
-            request,
-            timeout,
-            continuation,
-        ),
-    };
+    // One table lookup (the table is created by the first process, or by
+    // this call) registers the call and queues the request; the rare cases
+    // (a timer to arm, a refused send) are out of line.
+    let procs = process::table(lp);
+    let (from, arm) = crate::call::begin_in(procs, now, server, timeout, continuation);
+    let alias = crate::call::from_alias(&from);
+    let sent = procs.deliver(server, Msg::Call(request, from), true, push_msg::<S>);
     if let Some(arm) = arm {
         crate::call::arm(lp, arm);
     }
@@ -364,28 +358,14 @@ pub fn call<S: GenServer>(
         Ok(true) => process::defer_pass(lp),
         Ok(false) => {}
         // A refused send fails the call through its entry, from the loop.
-        Err(e) => crate::call::fail(lp, alias, e.into()),
+        Err(e) => refused(lp, alias, e),
     }
 }
 
-type Enqueued<R> = (From<R>, Option<crate::call::Arm>, Result<bool, SendError>);
-
-/// Registers a call in `procs` and queues its request to `server`.
-fn enqueue_call<S: GenServer, F>(
-    procs: &mut process::Processes,
-    now: std::time::Instant,
-    server: Pid,
-    request: S::Call,
-    timeout: Duration,
-    continuation: F,
-) -> Enqueued<S::Reply>
-where
-    F: FnOnce(&mut Loop, Result<S::Reply, CallError>) + 'static,
-{
-    let (from, arm) = crate::call::begin_in(procs, now, server, timeout, continuation);
-    let alias = crate::call::from_alias(&from);
-    let sent = procs.deliver(server, Msg::Call(request, from), true, push_msg::<S>);
-    (alias, arm, sent)
+#[cold]
+#[inline(never)]
+fn refused<R: 'static>(lp: &mut Loop, from: From<R>, e: SendError) {
+    crate::call::fail(lp, from, e.into());
 }
 
 /// Casts to `server`: refused at once if it is gone or its mailbox is full.

@@ -327,7 +327,7 @@ pub(crate) fn deliver<P: Process, M: 'static>(
 impl Processes {
     /// [`deliver`] on a borrowed table: returns true if a scheduler pass
     /// must be deferred (see [`defer_pass`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn deliver<P: Process, M: 'static>(
         &mut self,
         pid: Pid,

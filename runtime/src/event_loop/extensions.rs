@@ -122,17 +122,24 @@ impl Extensions {
     /// makes, and no second bounds or type check).
     #[inline(always)]
     fn find_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let index = self.index_of(TypeId::of::<T>())?;
+        Some(self.cast_mut(index))
+    }
+
+    /// Entry `index`, known to hold a `T`.
+    #[inline(always)]
+    fn cast_mut<T: 'static>(&mut self, index: usize) -> &mut T {
         let id = TypeId::of::<T>();
-        let index = self.index_of(id)?;
         let (stored, value) = &mut self.entries[index];
         debug_assert!(*stored == id);
         let value: *mut dyn Any = &mut **value;
-        // SAFETY: `index_of` returned an entry whose `TypeId` is `T`'s, and
-        // an entry's `TypeId` is always that of the value boxed beside it
-        // (both are written together, from one `T`, by `insert_extension`
-        // and `extension_or_insert_with`), so the box holds a `T`. The
+        // SAFETY: callers pass an index `index_of` returned for `T`'s
+        // `TypeId` (or the entry just pushed for a `T`), and an entry's
+        // `TypeId` is always that of the value boxed beside it (both are
+        // written together, from one `T`, by `insert_extension` and
+        // `extension_or_insert_with`), so the box holds a `T`. The
         // reference borrows `self` mutably, so it is unique.
-        Some(unsafe { &mut *(value as *mut T) })
+        unsafe { &mut *(value as *mut T) }
     }
 
     #[inline(always)]
@@ -180,12 +187,14 @@ impl Loop {
     #[inline]
     pub fn extension_or_insert_with<T: 'static>(&mut self, make: impl FnOnce() -> T) -> &mut T {
         let id = TypeId::of::<T>();
-        if self.extensions.index_of(id).is_none() {
-            self.extensions.entries.push((id, Box::new(make())));
-        }
-        self.extensions
-            .find_mut()
-            .expect("the entry was found or inserted just now")
+        let index = match self.extensions.index_of(id) {
+            Some(index) => index,
+            None => {
+                self.extensions.entries.push((id, Box::new(make())));
+                self.extensions.entries.len() - 1
+            }
+        };
+        self.extensions.cast_mut(index)
     }
 
     /// The stored value of type `T`, if any.
