@@ -145,6 +145,19 @@ backend_tests! {
         assert_eq!(*log.borrow(), vec!["init", "cast hello"]);
     }
 
+    // A finite timeout too large to add to the clock waits like `INFINITY`
+    // (it used to overflow `Instant` and panic in the caller).
+    fn call_with_a_huge_finite_timeout_gets_its_reply(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let (got, push) = results();
+        let huge = Duration::from_secs(u64::MAX);
+        assert_ne!(huge, ringvisor_behaviours::INFINITY);
+        gen_server::call(&mut lp, srv, Call::Echo(7), huge, move |_, r| push(r));
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*got.borrow(), vec![Ok(7)]);
+    }
+
     // gen_server_SUITE: call_remote_n1 / stale pid: a call to a dead process is NoProc
     fn call_to_dead_or_stale_pid_is_noproc(backend) {
         let mut lp = new_loop(backend);
