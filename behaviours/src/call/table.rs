@@ -51,10 +51,10 @@ pub(super) struct Calls<F, R> {
     pub(super) next_generation: u32,
     pub(super) deadlines: Vec<Deadlines>,
     /// Finished calls whose continuations run at the next drains.
-    ready: VecDeque<Finished<F, R>>,
+    ready: Vec<Finished<F, R>>,
     /// An empty queue a drain swaps with `ready` (keeps its capacity: no
     /// allocation per drain).
-    spare: VecDeque<Finished<F, R>>,
+    spare: Vec<Finished<F, R>>,
 }
 
 struct Entry {
@@ -150,8 +150,8 @@ impl<F, R> Calls<F, R> {
             waiting: slab::Slab::new(),
             next_generation: 0,
             deadlines: Vec::new(),
-            ready: VecDeque::new(),
-            spare: VecDeque::new(),
+            ready: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -257,7 +257,7 @@ where
         return None;
     }
     let waiting = calls.waiting.remove(key as usize);
-    calls.ready.push_back((waiting.continuation, result));
+    calls.ready.push((waiting.continuation, result));
     Some(procs.schedule_drain(drain::<F, R>, table))
 }
 
@@ -320,12 +320,12 @@ where
         batch
     };
     let ran = batch.len();
-    while let Some((continuation, result)) = batch.pop_front() {
+    for (continuation, result) in batch.drain(..) {
         continuation(lp, result);
     }
     let procs = process::existing(lp);
     let calls = procs.calls.typed::<F, R>(table as usize);
-    // The spare taken above was left as `VecDeque::new()`, which owns no
+    // The spare taken above was left as `Vec::new()`, which owns no
     // memory: forgetting it skips a drop call per drain and leaks nothing.
     let empty = std::mem::replace(&mut calls.spare, batch);
     debug_assert_eq!(empty.capacity(), 0);
