@@ -145,7 +145,6 @@ pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
             Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }),
             Method::Put => {
                 let value = request.body;
-                let key = key.into_vec();
                 call_key(lp, responder, KvRequest::Put { key, value });
             }
             Method::Delete => call_key(lp, responder, KvRequest::Delete { key }),

@@ -45,7 +45,7 @@ pub enum KvRequest {
     /// Write a key.
     Put {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// Its new value.
         value: Vec<u8>,
     },
@@ -160,12 +160,13 @@ pub struct Counters {
     fsyncs: Cell<u64>,
 }
 
-/// A log entry: a change to one key.
+/// A log entry: a change to one key (kept inline, as requests carry it, so
+/// replacing a key's value allocates no key).
 pub enum KvEntry {
     /// Set a key.
-    Put(Vec<u8>, Vec<u8>),
+    Put(Key, Vec<u8>),
     /// Remove a key.
-    Delete(Vec<u8>),
+    Delete(Key),
 }
 
 /// One shard: a durable map from keys to values.
@@ -196,7 +197,7 @@ impl DurableServer for KvShard {
             KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&*key).cloned())),
             KvRequest::Put { key, value } => Decision::Record(KvEntry::Put(key, value)),
             KvRequest::Delete { key } if self.map.contains_key(&*key) => {
-                Decision::Record(KvEntry::Delete(key.into_vec()))
+                Decision::Record(KvEntry::Delete(key))
             }
             KvRequest::Delete { .. } => Decision::Reply(KvReply::Deleted { existed: false }),
             KvRequest::List { prefix, limit } => {
@@ -215,11 +216,26 @@ impl DurableServer for KvShard {
 
     fn apply(&mut self, entry: KvEntry) -> KvReply {
         let reply = match entry {
-            KvEntry::Put(key, value) => KvReply::Stored {
-                created: self.map.insert(key, Rc::new(value)).is_none(),
-            },
+            KvEntry::Put(key, value) => {
+                let created = match self.map.get_mut(&*key) {
+                    // A value nobody else holds (no response still being
+                    // written) is replaced in place: no allocation.
+                    Some(old) => {
+                        match Rc::get_mut(old) {
+                            Some(unshared) => *unshared = value,
+                            None => *old = Rc::new(value),
+                        }
+                        false
+                    }
+                    None => {
+                        self.map.insert(key.into_vec(), Rc::new(value));
+                        true
+                    }
+                };
+                KvReply::Stored { created }
+            }
             KvEntry::Delete(key) => KvReply::Deleted {
-                existed: self.map.remove(&key).is_some(),
+                existed: self.map.remove(&*key).is_some(),
             },
         };
         self.counters.keys.set(self.map.len() as u64);
@@ -245,9 +261,9 @@ impl DurableServer for KvShard {
         match bytes.split_first() {
             Some((b'P', rest)) => {
                 let (key, value) = split_key(rest)?;
-                Ok(KvEntry::Put(key.to_vec(), value.to_vec()))
+                Ok(KvEntry::Put(Key::from(key), value.to_vec()))
             }
-            Some((b'D', key)) => Ok(KvEntry::Delete(key.to_vec())),
+            Some((b'D', key)) => Ok(KvEntry::Delete(Key::from(key))),
             _ => Err(DecodeError::new("unknown entry tag")),
         }
     }
@@ -587,11 +603,11 @@ mod tests {
         let got = Rc::new(RefCell::new(Vec::new()));
         let requests = [
             KvRequest::Put {
-                key: b"k".to_vec(),
+                key: Key::from(&b"k"[..]),
                 value: b"v".to_vec(),
             },
             KvRequest::Put {
-                key: b"k".to_vec(),
+                key: Key::from(&b"k"[..]),
                 value: b"w".to_vec(),
             },
             KvRequest::Get {
@@ -663,7 +679,7 @@ mod tests {
         start(&mut lp, config(&dir, 16), Vec::new()).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         let put = KvRequest::Put {
-            key: b"a".to_vec(),
+            key: Key::from(&b"a"[..]),
             value: vec![],
         };
         let g = got.clone();
