@@ -125,7 +125,7 @@ impl HttpError {
 pub fn find_head_end(buf: &[u8], scanned: usize) -> Option<usize> {
     let from = scanned.saturating_sub(3);
     let mut i = from;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + off;
         let rest = &buf[nl + 1..];
         if rest.first() == Some(&b'\n') {

@@ -33,6 +33,10 @@ impl Key {
             percent::decode(raw, &mut key)?;
             return Ok(Key::Heap(key));
         }
+        if memchr::memchr(b'%', raw).is_none() {
+            // Nothing escaped (the common case): the bytes as they are.
+            return Ok(Key::from(raw));
+        }
         let mut bytes = [0u8; KEY_INLINE_BYTES];
         let mut len = 0;
         percent::decode_with(raw, |b| {
