@@ -239,9 +239,13 @@ impl Loop {
         id
     }
 
-    /// Cancels an op. It still completes exactly once, with
-    /// `Err(OpError::Canceled)` and its buffers, once the kernel has let go of
-    /// them. Returns false if the op already completed.
+    /// Cancels an op. It still completes exactly once, with its buffers,
+    /// once the kernel has let go of them: with `Err(OpError::Canceled)` if
+    /// the cancel stopped it, or with its own result if the kernel finished
+    /// it first (a receive's bytes are delivered, a send's count reported,
+    /// so nothing moved on a socket is lost or sent twice). An accept, open
+    /// or connect always ends `Canceled`, closing any fd it produced late.
+    /// Returns false if the op already completed.
     pub fn cancel(&mut self, id: OpId) -> bool {
         let Some(slot) = self.ops.get_mut(id) else {
             return false;
