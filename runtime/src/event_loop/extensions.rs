@@ -126,6 +126,14 @@ impl Extensions {
         Some(self.cast_mut(index))
     }
 
+    /// Adds the value `make` builds (out of line: once per type).
+    #[cold]
+    #[inline(never)]
+    fn push_new<T: 'static>(&mut self, make: impl FnOnce() -> T) -> usize {
+        self.entries.push((TypeId::of::<T>(), Box::new(make())));
+        self.entries.len() - 1
+    }
+
     /// Entry `index`, known to hold a `T`.
     #[inline(always)]
     fn cast_mut<T: 'static>(&mut self, index: usize) -> &mut T {
@@ -184,15 +192,12 @@ impl Loop {
     /// *lp.extension_or_insert_with(|| 0u64) += 5;
     /// assert_eq!(*lp.extension_or_insert_with(|| 0u64), 5);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn extension_or_insert_with<T: 'static>(&mut self, make: impl FnOnce() -> T) -> &mut T {
         let id = TypeId::of::<T>();
         let index = match self.extensions.index_of(id) {
             Some(index) => index,
-            None => {
-                self.extensions.entries.push((id, Box::new(make())));
-                self.extensions.entries.len() - 1
-            }
+            None => self.extensions.push_new(make),
         };
         self.extensions.cast_mut(index)
     }
