@@ -95,17 +95,10 @@ impl CallTables {
     /// The table at `index`, of continuation type `F`.
     #[inline(always)]
     pub(super) fn typed<F: 'static, R: 'static>(&mut self, index: usize) -> &mut Calls<F, R> {
-        let entry = &mut self.tables[index];
-        assert!(
-            entry.type_id == TypeId::of::<Calls<F, R>>(),
-            "a call table keeps its index and type"
-        );
-        let table: *mut dyn Any = &mut *entry.table;
-        // SAFETY: `type_id` is written with the boxed table, from the same
-        // `Calls<F, R>` (`insert`), and is never changed; it matched, so the
-        // box holds a `Calls<F, R>`. The borrow of `self` is mutable, so the
-        // reference is unique.
-        unsafe { &mut *(table as *mut Calls<F, R>) }
+        self.tables[index]
+            .table
+            .downcast_mut()
+            .expect("a call table keeps its index and type")
     }
 
     /// Calls waiting for a reply of type `R`, over all tables.

@@ -11,7 +11,7 @@
 //! - Scheduling never runs a callback re-entrantly: sends only queue, and the
 //!   scheduler runs from `Loop::defer` or a zero timer.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -117,9 +117,6 @@ struct Slot {
     generation: u32,
     /// The behaviour; `None` while its callback runs (or while being built).
     process: Option<Box<dyn Process>>,
-    /// The concrete type of `process` (set by `install`; `()` before): a
-    /// send checks it instead of downcasting through two virtual calls.
-    kind: TypeId,
     overflow: Vec<Pending>,
     /// User messages queued (in the process or the overflow).
     queued: usize,
@@ -215,7 +212,6 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
     let index = procs.slots.insert(Slot {
         generation,
         process: None,
-        kind: TypeId::of::<()>(),
         overflow: Vec::new(),
         queued: 0,
         capacity,
@@ -239,12 +235,7 @@ pub(crate) fn reserve(lp: &mut Loop, parent: Option<Pid>, capacity: usize) -> Pi
 }
 
 /// Puts a behaviour into its reserved slot and hands it what arrived meanwhile.
-pub(crate) fn install(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>) {
-    // The concrete type (through `dyn Any`, not the type of the reference).
-    let kind = Any::type_id(&*process.as_any_mut());
-    if let Some(slot) = table(lp).slot_mut(pid) {
-        slot.kind = kind;
-    }
+pub(crate) fn install(lp: &mut Loop, pid: Pid, process: Box<dyn Process>) {
     put_back(lp, pid, process);
 }
 
@@ -347,20 +338,14 @@ impl Processes {
             }
             slot.queued += 1;
         }
-        let kind = slot.kind;
         match slot.process.as_deref_mut() {
-            Some(process) if kind == TypeId::of::<P>() => {
-                let process: *mut dyn Process = process;
-                // SAFETY: `kind` is the concrete type of the boxed process,
-                // read from it by `install` (the only writer of `process`
-                // besides the scheduler putting the same box back), and it
-                // is `P`; the box is borrowed mutably from the slot, so the
-                // reference is unique for this call.
-                push(unsafe { &mut *(process as *mut P) }, message);
-            }
-            // A Pid of another behaviour type: the message is dropped, like
-            // a message nobody matches in Erlang; calls fail by timeout.
-            Some(_) => tracing::warn!("message to a process of another type dropped"),
+            Some(process) => match process.as_any_mut().downcast_mut::<P>() {
+                Some(process) => push(process, message),
+                // A Pid of another behaviour type: the message is dropped,
+                // like a message nobody matches in Erlang; calls fail by
+                // timeout.
+                None => tracing::warn!("message to a process of another type dropped"),
+            },
             None => slot.overflow.push(Pending::User(Box::new(message))),
         }
         Ok(self.enqueue(pid))

@@ -117,9 +117,7 @@ fn hint_slots(id: TypeId) -> (usize, usize) {
 }
 
 impl Extensions {
-    /// The entry of type `T`, if any: the hinted slot's `TypeId` checked,
-    /// then the value cast (no virtual `type_id` call, which `downcast_mut`
-    /// makes, and no second bounds or type check).
+    /// The entry of type `T`, if any: its hinted slots first.
     #[inline(always)]
     fn find_mut<T: 'static>(&mut self) -> Option<&mut T> {
         let index = self.index_of(TypeId::of::<T>())?;
@@ -134,32 +132,20 @@ impl Extensions {
         self.entries.len() - 1
     }
 
-    /// Entry `index`, known to hold a `T`.
+    /// Entry `index`, known to hold a `T` (a checked downcast: STYLE keeps
+    /// `unsafe` to the backends and the op table).
     #[inline(always)]
     fn cast_mut<T: 'static>(&mut self, index: usize) -> &mut T {
-        let id = TypeId::of::<T>();
-        let (stored, value) = &mut self.entries[index];
-        debug_assert!(*stored == id);
-        let value: *mut dyn Any = &mut **value;
-        // SAFETY: callers pass an index `index_of` returned for `T`'s
-        // `TypeId` (or the entry just pushed for a `T`), and an entry's
-        // `TypeId` is always that of the value boxed beside it (both are
-        // written together, from one `T`, by `insert_extension` and
-        // `extension_or_insert_with`), so the box holds a `T`. The
-        // reference borrows `self` mutably, so it is unique.
-        unsafe { &mut *(value as *mut T) }
+        self.entries[index]
+            .1
+            .downcast_mut()
+            .expect("an entry's TypeId is that of its value")
     }
 
     #[inline(always)]
     fn find<T: 'static>(&self) -> Option<&T> {
-        let id = TypeId::of::<T>();
-        let index = self.index_of(id)?;
-        let (stored, value) = &self.entries[index];
-        debug_assert!(*stored == id);
-        let value: *const dyn Any = &**value;
-        // SAFETY: as in `find_mut`: the entry's `TypeId` is `T`'s and is
-        // that of its boxed value; a shared borrow of `self` is held.
-        Some(unsafe { &*(value as *const T) })
+        let index = self.index_of(TypeId::of::<T>())?;
+        self.entries[index].1.downcast_ref()
     }
 }
 
