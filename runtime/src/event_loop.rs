@@ -2,7 +2,8 @@
 //! clock and the counters, and runs ticks.
 //!
 //! A tick:
-//! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only);
+//! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only;
+//!    most ops are in its SQ ring already, put there as they were submitted);
 //! 2. one backend wait, bounded by the nearest timer (zero if work is ready);
 //! 3. run posted cross-thread work, due timers and ready callbacks;
 //! 4. settle the tick's completions, running each callback as its op is
@@ -201,21 +202,35 @@ impl Loop {
         })
     }
 
-    /// Queues an op; it reaches the backend at the next tick.
+    /// Hands an op to the backend if it takes ops at submit time (io_uring:
+    /// an SQE in the ring, no syscall), else queues it for the next tick.
+    /// The kernel sees it at the next tick either way.
+    #[inline]
     pub(crate) fn submit(
         &mut self,
         kind: OpKind,
         callback: impl FnOnce(&mut Loop, Completion) + 'static,
     ) -> OpId {
-        let id = self.ops.insert(kind, Some(Box::new(callback)));
-        self.submit_queue.push(id);
-        id
+        self.submit_op(kind, Some(Box::new(callback)))
     }
 
-    /// Queues an op nobody waits for (the reaper's closes).
+    /// Submits an op nobody waits for (the reaper's closes).
     pub(crate) fn submit_detached(&mut self, kind: OpKind) {
-        let id = self.ops.insert(kind, None);
-        self.submit_queue.push(id);
+        self.submit_op(kind, None);
+    }
+
+    #[inline]
+    fn submit_op(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
+        let (id, mut op) = self.ops.insert_queued(kind, callback);
+        // Behind queued ops, an op waits its turn: submission order holds.
+        if self.submit_queue.is_empty() && self.driver.push_now(id, op.kind()) {
+            tracing::trace!(op = op.kind().name(), key = id.key, "submit");
+            op.mark_in_kernel();
+            self.stats.sqes_submitted += 1;
+        } else {
+            self.submit_queue.push(id);
+        }
+        id
     }
 
     /// Delivers a completion for an op that failed before reaching any backend

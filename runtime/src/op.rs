@@ -3,12 +3,17 @@
 //! One lifecycle for every backend:
 //!
 //! ```text
-//!   Queued ──flush──▶ InKernel ──completion──▶ (removed as its callback runs)
+//!   Queued ──push──▶ InKernel ──completion──▶ (removed as its callback runs)
 //!     │                  │
 //!     │ cancel           │ cancel
 //!     ▼                  ▼
 //!   (removed, Canceled)  Canceling ──completion──▶ (removed, Canceled, late fd reaped)
 //! ```
+//!
+//! `push` happens at submit where the backend takes ops then (io_uring: an
+//! SQE in the ring, read by the kernel at the next enter; a cancel before
+//! that withdraws it, and the op completes `Canceled` without the kernel),
+//! else at the next tick.
 //!
 //! Invariants:
 //! - A slot holds everything the kernel may read or write for its op (buffers,
@@ -432,19 +437,36 @@ impl OpTable {
 
     #[inline]
     pub(crate) fn insert(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
+        self.insert_queued(kind, callback).0
+    }
+
+    /// Inserts a queued op and returns it, to hand to a backend at once
+    /// without a second lookup.
+    #[inline]
+    pub(crate) fn insert_queued(
+        &mut self,
+        kind: OpKind,
+        callback: Option<OpCallback>,
+    ) -> (OpId, QueuedOp<'_>) {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        let key = self.slots.insert(OpSlot {
+        let OpTable {
+            slots, in_kernel, ..
+        } = self;
+        let entry = slots.vacant_entry();
+        let key = entry.key();
+        assert!(key < u32::MAX as usize, "op table full");
+        let slot = entry.insert(OpSlot {
             generation,
             state: OpState::Queued,
             kind,
             callback,
         });
-        assert!(key < u32::MAX as usize, "op table full");
-        OpId {
+        let id = OpId {
             key: key as u32,
             generation,
-        }
+        };
+        (id, QueuedOp { slot, in_kernel })
     }
 
     /// The slot of a live op, if `id` still names it.

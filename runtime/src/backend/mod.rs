@@ -112,6 +112,13 @@ pub(crate) trait Driver {
         stats: &mut Stats,
     ) -> Push;
 
+    /// Takes an op as it is submitted, if this backend can without a
+    /// syscall or any effect the kernel could see before the next wait
+    /// (io_uring: its SQE goes into the SQ ring, which the kernel reads only
+    /// at the next enter). False: the loop queues the op for its next tick's
+    /// [`Driver::push`]. The memory rules are `push`'s.
+    fn push_now(&mut self, id: OpId, kind: &mut OpKind) -> bool;
+
     /// Sends what `push` queued without waiting (after a `Push::Full`).
     fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()>;
 

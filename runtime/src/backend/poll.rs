@@ -262,6 +262,12 @@ impl Driver for PollDriver {
         Push::Accepted
     }
 
+    /// Starting an op here is a syscall (or a job for the pool): it waits
+    /// for the tick.
+    fn push_now(&mut self, _id: OpId, _kind: &mut OpKind) -> bool {
+        false
+    }
+
     fn flush(&mut self, _done: &mut Vec<RawCompletion>, _stats: &mut Stats) -> io::Result<()> {
         Ok(())
     }
