@@ -221,11 +221,17 @@ impl Loop {
 
     #[inline]
     fn submit_op(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
-        let (id, mut op) = self.ops.insert_queued(kind, callback);
         // Behind queued ops, an op waits its turn: submission order holds.
-        if self.submit_queue.is_empty() && self.driver.push_now(id, op.kind()) {
-            tracing::trace!(op = op.kind().name(), key = id.key, "submit");
-            op.mark_in_kernel();
+        let queue_empty = self.submit_queue.is_empty();
+        let driver = &mut self.driver;
+        let (id, taken) = self.ops.insert_with(kind, callback, |id, kind| {
+            let taken = queue_empty && driver.push_now(id, kind);
+            if taken {
+                tracing::trace!(op = kind.name(), key = id.key, "submit");
+            }
+            taken
+        });
+        if taken {
             self.stats.sqes_submitted += 1;
         } else {
             self.submit_queue.push(id);

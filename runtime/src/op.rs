@@ -437,36 +437,49 @@ impl OpTable {
 
     #[inline]
     pub(crate) fn insert(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
-        self.insert_queued(kind, callback).0
+        self.insert_with(kind, callback, |_, _| false).0
     }
 
-    /// Inserts a queued op and returns it, to hand to a backend at once
-    /// without a second lookup.
+    /// Inserts an op, first offering it to `hand_over` (a backend taking ops
+    /// at submit time) with its id. If that takes it, the op goes in as in
+    /// the kernel; else as queued. Returns the id and whether it was taken.
+    ///
+    /// The op is offered before it moves into its slot, so a backend builds
+    /// its request from a value the compiler still knows. That is sound
+    /// because everything the kernel may touch lives behind a heap pointer
+    /// (see the module docs), which the move does not move; and the slot is
+    /// reserved first, so nothing can fail between the offer and the insert.
     #[inline]
-    pub(crate) fn insert_queued(
+    pub(crate) fn insert_with(
         &mut self,
-        kind: OpKind,
+        mut kind: OpKind,
         callback: Option<OpCallback>,
-    ) -> (OpId, QueuedOp<'_>) {
+        hand_over: impl FnOnce(OpId, &mut OpKind) -> bool,
+    ) -> (OpId, bool) {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        let OpTable {
-            slots, in_kernel, ..
-        } = self;
-        let entry = slots.vacant_entry();
+        self.slots.reserve(1);
+        let entry = self.slots.vacant_entry();
         let key = entry.key();
         assert!(key < u32::MAX as usize, "op table full");
-        let slot = entry.insert(OpSlot {
-            generation,
-            state: OpState::Queued,
-            kind,
-            callback,
-        });
         let id = OpId {
             key: key as u32,
             generation,
         };
-        (id, QueuedOp { slot, in_kernel })
+        let taken = hand_over(id, &mut kind);
+        let state = if taken {
+            OpState::InKernel
+        } else {
+            OpState::Queued
+        };
+        entry.insert(OpSlot {
+            generation,
+            state,
+            kind,
+            callback,
+        });
+        self.in_kernel += usize::from(taken);
+        (id, taken)
     }
 
     /// The slot of a live op, if `id` still names it.

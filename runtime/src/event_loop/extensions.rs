@@ -51,6 +51,7 @@ impl Extensions {
 }
 
 /// Folds a `TypeId` to a hint slot (constant for each `T` once inlined).
+#[inline]
 fn hint_slot(id: TypeId) -> usize {
     struct Fold(u64);
     impl Hasher for Fold {
