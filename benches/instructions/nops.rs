@@ -7,7 +7,8 @@
 //!     target/release/deps/nop_instructions-<hash> loop 1024 64
 //! ```
 //! Arguments: `loop`, `poll` or `raw`; the batch size; how many batches are
-//! measured (after as many unmeasured for warm-up). Divide callgrind's total
+//! measured (after as many unmeasured for warm-up). `ratio` instead times
+//! loop and raw batches alternately, without callgrind. Divide callgrind's total
 //! by batch x batches; `benches/instructions/nops.sh` does it all.
 
 use ringvisor::Backend;
@@ -35,6 +36,7 @@ fn main() {
     let batch: usize = args[1].parse().expect("batch size");
     let batches: usize = args[2].parse().expect("batch count");
     match args[0].as_str() {
+        "ratio" => ratio(batch, batches),
         "raw" => {
             let mut ring = raw_uring::RawRing::new(work::SQ_ENTRIES);
             for _ in 0..batches {
@@ -57,4 +59,32 @@ fn main() {
             measured(batches, || work::nop_batch(&mut lp, batch));
         }
     }
+}
+
+/// `ratio`: loop and raw batches alternately, each timed; prints the median
+/// ns per no-op of each and their ratio (raw over loop), which on a noisy
+/// machine holds steadier than two separate runs.
+fn ratio(batch: usize, batches: usize) {
+    use std::time::Instant;
+    let mut lp = work::nop_loop(Backend::Uring, work::SQ_ENTRIES);
+    let mut ring = raw_uring::RawRing::new(work::SQ_ENTRIES);
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for round in 0..batches * 2 {
+        let start = Instant::now();
+        work::nop_batch(&mut lp, batch);
+        let loop_ns = start.elapsed().as_nanos() as f64;
+        let start = Instant::now();
+        ring.nop_batch(batch);
+        let raw_ns = start.elapsed().as_nanos() as f64;
+        if round >= batches / 4 {
+            ours.push(loop_ns / batch as f64);
+            raw.push(raw_ns / batch as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (o, r) = (median(&mut ours), median(&mut raw));
+    println!("batch {batch}: loop {o:.1} ns/op, raw {r:.1} ns/op, loop/raw rate {:.3}", r / o);
 }
