@@ -86,5 +86,8 @@ fn ratio(batch: usize, batches: usize) {
         v[v.len() / 2]
     };
     let (o, r) = (median(&mut ours), median(&mut raw));
-    println!("batch {batch}: loop {o:.1} ns/op, raw {r:.1} ns/op, loop/raw rate {:.3}", r / o);
+    println!(
+        "batch {batch}: loop {o:.1} ns/op, raw {r:.1} ns/op, loop/raw rate {:.3}",
+        r / o
+    );
 }

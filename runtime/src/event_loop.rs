@@ -70,8 +70,10 @@ pub struct Loop {
     /// Completions reported outside a wait (a flush that made room, a poll
     /// op done at once, a poll cancel), for the next tick.
     raw_completions: Vec<RawCompletion>,
-    /// This tick's completions, settled one by one as their callbacks run
-    /// (until then their ops are still in the table, in the kernel's hands).
+    /// This tick's completions reported outside the kernel's queue (which
+    /// `run_completions` reads next, one at a time), settled one by one as
+    /// their callbacks run (until then their ops are still in the table, in
+    /// the kernel's hands).
     completed: Vec<RawCompletion>,
     /// Where `run_completions` is in `completed`; past it if a callback
     /// panicked, so the rest still run (or are settled by drop).

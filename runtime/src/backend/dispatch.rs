@@ -84,6 +84,11 @@ impl Driver for AnyDriver {
         each!(self, d => d.wait(timeout, ops, done, stats))
     }
 
+    #[inline]
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        each!(self, d => d.next_completion())
+    }
+
     fn waker(&self) -> Arc<dyn Wake> {
         each!(self, d => d.waker())
     }

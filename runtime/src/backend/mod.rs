@@ -127,7 +127,9 @@ pub(crate) trait Driver {
     fn cancel(&mut self, id: OpId, kind: &OpKind, done: &mut Vec<RawCompletion>, stats: &mut Stats);
 
     /// Submits everything pending and waits up to `timeout` (`None`: until
-    /// something happens) for completions, appending them to `done`.
+    /// something happens) for completions. Some are appended to `done`; the
+    /// rest are left where the kernel put them, for
+    /// [`Driver::next_completion`] to hand over one at a time.
     fn wait(
         &mut self,
         timeout: Option<Duration>,
@@ -135,6 +137,12 @@ pub(crate) trait Driver {
         done: &mut Vec<RawCompletion>,
         stats: &mut Stats,
     ) -> io::Result<()>;
+
+    /// The next op completion `wait` left in the kernel's queue (io_uring's
+    /// CQ), if any: the loop settles each as it takes it, with no pass that
+    /// copies them all out first. Every op completion still comes out once,
+    /// through `done` or here.
+    fn next_completion(&mut self) -> Option<RawCompletion>;
 
     /// A waker usable from any thread.
     fn waker(&self) -> Arc<dyn Wake>;

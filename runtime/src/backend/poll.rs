@@ -352,6 +352,11 @@ impl Driver for PollDriver {
         Ok(())
     }
 
+    /// Every completion is in `done` already.
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        None
+    }
+
     fn waker(&self) -> Arc<dyn Wake> {
         self.poller.clone()
     }

@@ -332,30 +332,30 @@ impl UringDriver {
     /// Moves every CQE into `done`; returns how many were op completions.
     fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
         let before = done.len();
-        let mut cq = self.ring.completion();
-        done.reserve(cq.len());
-        for cqe in &mut cq {
-            let (data, res) = (cqe.user_data(), cqe.result());
-            let key = (data & INTERNAL_KEY) as usize;
-            // Most CQEs are plain ops': no lookup while no pair is in flight.
-            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
-                done.push(RawCompletion { key, res });
-                continue;
-            }
-            match data {
-                WAKE_TAG => self.wake_armed = false,
-                CANCEL_TAG | VOID_TAG => {}
-                TIMEOUT_TAG => self.timeout_deadline = None,
-                _ => {
-                    let plain = Some(RawCompletion { key, res });
-                    // `None`: not a linked pair's; `Some(None)`: one is still owed.
-                    if let Some(raw) = self.linked.on_cqe(key, data, res).unwrap_or(plain) {
-                        done.push(raw);
-                    }
-                }
-            }
+        done.reserve(self.ring.completion().len());
+        while let Some(raw) = self.next_completion() {
+            done.push(raw);
         }
         done.len() - before
+    }
+
+    /// What a CQE that is not a plain op's means: internal requests' CQEs
+    /// update the driver and yield nothing, a linked pair's yield its op's
+    /// completion once both are in.
+    #[cold]
+    fn special_cqe(&mut self, data: u64, res: i32) -> Option<RawCompletion> {
+        let key = (data & INTERNAL_KEY) as usize;
+        match data {
+            WAKE_TAG => self.wake_armed = false,
+            CANCEL_TAG | VOID_TAG => {}
+            TIMEOUT_TAG => self.timeout_deadline = None,
+            _ => {
+                let plain = Some(RawCompletion { key, res });
+                // `None`: not a linked pair's; `Some(None)`: one is still owed.
+                return self.linked.on_cqe(key, data, res).unwrap_or(plain);
+            }
+        }
+        None
     }
 }
 
@@ -492,11 +492,29 @@ impl Driver for UringDriver {
                 Err(e) => return Err(e),
             }
         }
-        self.reap(done);
+        // The CQEs stay in the CQ for `next_completion`; the batch is
+        // counted with the few internal ones among them.
         if waited {
-            self.last_batch = (done.len() - reaped_before).max(1);
+            let in_cq = self.ring.completion().len();
+            self.last_batch = (done.len() - reaped_before + in_cq).max(1);
         }
         Ok(())
+    }
+
+    #[inline]
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        loop {
+            let cqe = self.ring.completion().next()?;
+            let (data, res) = (cqe.user_data(), cqe.result());
+            // Most CQEs are plain ops': no lookup while no pair is in flight.
+            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
+                let key = (data & INTERNAL_KEY) as usize;
+                return Some(RawCompletion { key, res });
+            }
+            if let Some(raw) = self.special_cqe(data, res) {
+                return Some(raw);
+            }
+        }
     }
 
     fn waker(&self) -> Arc<dyn Wake> {
