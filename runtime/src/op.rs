@@ -412,7 +412,7 @@ impl QueuedOp<'_> {
 
 /// The slab of ops with their lifecycle.
 pub(crate) struct OpTable {
-    slots: slab::Slab<OpSlot>,
+    slots: Slots<OpSlot>,
     next_generation: u32,
     /// Ops handed to a backend and not yet completed (InKernel + Canceling).
     in_kernel: usize,
@@ -421,7 +421,7 @@ pub(crate) struct OpTable {
 impl OpTable {
     pub(crate) fn new() -> OpTable {
         OpTable {
-            slots: slab::Slab::new(),
+            slots: Slots::new(),
             next_generation: 0,
             in_kernel: 0,
         }
@@ -447,8 +447,9 @@ impl OpTable {
     /// The op is offered before it moves into its slot, so a backend builds
     /// its request from a value the compiler still knows. That is sound
     /// because everything the kernel may touch lives behind a heap pointer
-    /// (see the module docs), which the move does not move; and the slot is
-    /// reserved first, so nothing can fail between the offer and the insert.
+    /// (see the module docs), which the move does not move; and the insert
+    /// cannot fail once the request is out (it may only grow the slab,
+    /// and failing to allocate aborts).
     #[inline]
     pub(crate) fn insert_with(
         &mut self,
@@ -458,9 +459,7 @@ impl OpTable {
     ) -> (OpId, bool) {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        self.slots.reserve(1);
-        let entry = self.slots.vacant_entry();
-        let key = entry.key();
+        let key = self.slots.next_key();
         assert!(key < u32::MAX as usize, "op table full");
         let id = OpId {
             key: key as u32,
@@ -472,7 +471,7 @@ impl OpTable {
         } else {
             OpState::Queued
         };
-        entry.insert(OpSlot {
+        self.slots.insert(OpSlot {
             generation,
             state,
             kind,
@@ -550,13 +549,17 @@ impl OpTable {
 
     /// Keys of every op, for shutdown.
     pub(crate) fn keys(&self) -> Vec<usize> {
-        self.slots.iter().map(|(key, _)| key).collect()
+        self.slots.keys().collect()
     }
 
     pub(crate) fn state(&self, key: usize) -> OpState {
         self.slots[key].state
     }
 }
+
+#[path = "op_slots.rs"]
+mod slots;
+use slots::Slots;
 
 #[path = "op_settle.rs"]
 mod settle;

@@ -1,0 +1,156 @@
+//! The op table's storage: a slab (a `Vec` of slots threaded with a free
+//! list) whose every call inlines into the loop's submit and delivery paths.
+//! With the `slab` crate's out-of-line insert, each op's slot was built on
+//! the stack, copied into an argument and copied again into place, and what
+//! the compiler knew about the op (its kind) was lost on the way.
+//!
+//! Invariants: `next_free` heads the free list (it is `entries.len()` when
+//! the list is empty), and `len` counts the occupied entries.
+
+use std::ops::{Index, IndexMut};
+
+enum Entry<T> {
+    Occupied(T),
+    /// A free slot, with the next free one.
+    Vacant(usize),
+}
+
+pub(crate) struct Slots<T> {
+    entries: Vec<Entry<T>>,
+    next_free: usize,
+    len: usize,
+}
+
+impl<T> Slots<T> {
+    pub(crate) fn new() -> Slots<T> {
+        Slots {
+            entries: Vec::new(),
+            next_free: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The key the next insert takes.
+    #[inline]
+    pub(crate) fn next_key(&self) -> usize {
+        self.next_free
+    }
+
+    /// Inserts `value` at [`Slots::next_key`], in place, and returns it there.
+    #[inline]
+    pub(crate) fn insert(&mut self, value: T) -> &mut T {
+        let key = self.next_free;
+        if key == self.entries.len() {
+            self.entries.push(Entry::Occupied(value));
+            self.next_free = key + 1;
+        } else {
+            let Entry::Vacant(next) = self.entries[key] else {
+                unreachable!("the free list names only vacant slots")
+            };
+            self.next_free = next;
+            self.entries[key] = Entry::Occupied(value);
+        }
+        self.len += 1;
+        match &mut self.entries[key] {
+            Entry::Occupied(value) => value,
+            Entry::Vacant(_) => unreachable!("just filled"),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: usize) -> Option<&T> {
+        match self.entries.get(key) {
+            Some(Entry::Occupied(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Occupied(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Takes out the value at `key`, which must be occupied.
+    #[inline]
+    pub(crate) fn remove(&mut self, key: usize) -> T {
+        let entry = self.entries.get_mut(key).expect("key in the table");
+        assert!(
+            matches!(entry, Entry::Occupied(_)),
+            "removed a vacant op slot"
+        );
+        let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.next_free)) else {
+            unreachable!("checked occupied above")
+        };
+        self.next_free = key;
+        self.len -= 1;
+        value
+    }
+
+    /// Keys of the occupied slots, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.entries.iter().enumerate())
+            .filter(|(_, entry)| matches!(entry, Entry::Occupied(_)))
+            .map(|(key, _)| key)
+    }
+}
+
+impl<T> Index<usize> for Slots<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, key: usize) -> &T {
+        self.get(key).expect("an occupied op slot")
+    }
+}
+
+impl<T> IndexMut<usize> for Slots<T> {
+    #[inline]
+    fn index_mut(&mut self, key: usize) -> &mut T {
+        self.get_mut(key).expect("an occupied op slot")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freed_keys_are_reused_last_freed_first_and_len_counts_occupied() {
+        let mut slots = Slots::new();
+        for i in 0..4 {
+            assert_eq!(slots.next_key(), i);
+            *slots.insert(i * 10) += 1;
+        }
+        assert_eq!(slots.remove(1), 11);
+        assert_eq!(slots.remove(2), 21);
+        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.get(1), None);
+        assert_eq!(slots.keys().collect::<Vec<_>>(), [0, 3]);
+        assert_eq!(slots.next_key(), 2);
+        assert_eq!(*slots.insert(99), 99);
+        assert_eq!(slots.next_key(), 1);
+        slots.insert(98);
+        assert_eq!(slots.next_key(), 4);
+        slots.insert(97);
+        assert_eq!(slots[2], 99);
+        slots[1] += 1;
+        assert_eq!(slots.get(1), Some(&99));
+        assert_eq!(slots.len(), 5);
+    }
+
+    #[test]
+    #[should_panic(expected = "vacant")]
+    fn removing_a_vacant_slot_panics() {
+        let mut slots = Slots::new();
+        slots.insert(1);
+        slots.remove(0);
+        slots.remove(0);
+    }
+}
