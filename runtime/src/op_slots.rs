@@ -81,13 +81,15 @@ impl<T> Slots<T> {
     #[inline]
     pub(crate) fn remove(&mut self, key: usize) -> T {
         let entry = self.entries.get_mut(key).expect("key in the table");
-        assert!(
-            matches!(entry, Entry::Occupied(_)),
-            "removed a vacant op slot"
-        );
-        let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.next_free)) else {
-            unreachable!("checked occupied above")
+        let Entry::Occupied(value) = entry else {
+            panic!("removed a vacant op slot")
         };
+        // SAFETY: the value is read out exactly once, and the entry is then
+        // overwritten as vacant without being dropped: the value moves out
+        // without a copy of the whole entry (`mem::replace`) in between.
+        let value = unsafe { std::ptr::read(value) };
+        // SAFETY: as above; `entry` is valid for writes.
+        unsafe { std::ptr::write(entry, Entry::Vacant(self.next_free)) };
         self.next_free = key;
         self.len -= 1;
         value
