@@ -24,6 +24,9 @@ use linked::LinkedOps;
 #[path = "uring_sqe.rs"]
 mod sqe;
 use sqe::build_sqe;
+#[path = "uring_cq.rs"]
+mod cq;
+use cq::CqView;
 #[path = "uring_sq.rs"]
 mod sq;
 use sq::SqeView;
@@ -141,6 +144,8 @@ pub(crate) struct UringDriver {
     sq_tail: u32,
     /// The SQE array, to withdraw entries the kernel has not read yet.
     sqes: SqeView,
+    /// The CQ, where every CQE is taken from.
+    cq: CqView,
 }
 
 impl UringDriver {
@@ -155,6 +160,7 @@ impl UringDriver {
         // SAFETY: `raw` is a fresh fd owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let sqes = SqeView::map(ring.as_raw_fd(), ring.params().sq_entries())?;
+        let cq = CqView::map(ring.as_raw_fd(), ring.params())?;
         let ext_arg = ring.params().is_feature_ext_arg();
         let cqe_skip = ring.params().is_feature_skip_cqe_on_success();
         let min_wait = ext_arg && ring.params().is_feature_min_timeout();
@@ -185,6 +191,7 @@ impl UringDriver {
             last_batch: 1,
             sq_tail: 0,
             sqes,
+            cq,
         })
     }
 
@@ -332,7 +339,7 @@ impl UringDriver {
     /// Moves every CQE into `done`; returns how many were op completions.
     fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
         let before = done.len();
-        done.reserve(self.ring.completion().len());
+        done.reserve(self.cq.len());
         while let Some(raw) = self.next_completion() {
             done.push(raw);
         }
@@ -495,7 +502,7 @@ impl Driver for UringDriver {
         // The CQEs stay in the CQ for `next_completion`; the batch is
         // counted with the few internal ones among them.
         if waited {
-            let in_cq = self.ring.completion().len();
+            let in_cq = self.cq.len();
             self.last_batch = (done.len() - reaped_before + in_cq).max(1);
         }
         Ok(())
@@ -504,8 +511,7 @@ impl Driver for UringDriver {
     #[inline]
     fn next_completion(&mut self) -> Option<RawCompletion> {
         loop {
-            let cqe = self.ring.completion().next()?;
-            let (data, res) = (cqe.user_data(), cqe.result());
+            let (data, res) = self.cq.pop()?;
             // Most CQEs are plain ops': no lookup while no pair is in flight.
             if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
                 let key = (data & INTERNAL_KEY) as usize;
