@@ -471,7 +471,7 @@ impl OpTable {
         } else {
             OpState::Queued
         };
-        self.slots.insert(OpSlot {
+        self.slots.insert_with(|| OpSlot {
             generation,
             state,
             kind,

@@ -40,25 +40,27 @@ impl<T> Slots<T> {
         self.next_free
     }
 
-    /// Inserts `value` at [`Slots::next_key`], in place, and returns it there.
-    #[inline]
-    pub(crate) fn insert(&mut self, value: T) -> &mut T {
+    /// Inserts the value `make` builds at [`Slots::next_key`]. The value is
+    /// built once its entry is found and written there at once: built
+    /// first and moved in, it went through a stack copy whose wide reloads
+    /// of just-written narrow fields stalled on store forwarding.
+    #[inline(always)]
+    pub(crate) fn insert_with(&mut self, make: impl FnOnce() -> T) {
         let key = self.next_free;
         if key == self.entries.len() {
-            self.entries.push(Entry::Occupied(value));
+            self.entries.push(Entry::Occupied(make()));
             self.next_free = key + 1;
         } else {
-            let Entry::Vacant(next) = self.entries[key] else {
+            let entry = &mut self.entries[key];
+            let Entry::Vacant(next) = *entry else {
                 unreachable!("the free list names only vacant slots")
             };
             self.next_free = next;
-            self.entries[key] = Entry::Occupied(value);
+            // SAFETY: the entry is vacant and owns nothing: overwriting it
+            // without dropping it leaks nothing.
+            unsafe { std::ptr::write(entry, Entry::Occupied(make())) };
         }
         self.len += 1;
-        match &mut self.entries[key] {
-            Entry::Occupied(value) => value,
-            Entry::Vacant(_) => unreachable!("just filled"),
-        }
     }
 
     #[inline]
@@ -128,7 +130,7 @@ mod tests {
         let mut slots = Slots::new();
         for i in 0..4 {
             assert_eq!(slots.next_key(), i);
-            *slots.insert(i * 10) += 1;
+            slots.insert_with(|| i * 10 + 1);
         }
         assert_eq!(slots.remove(1), 11);
         assert_eq!(slots.remove(2), 21);
@@ -136,11 +138,11 @@ mod tests {
         assert_eq!(slots.get(1), None);
         assert_eq!(slots.keys().collect::<Vec<_>>(), [0, 3]);
         assert_eq!(slots.next_key(), 2);
-        assert_eq!(*slots.insert(99), 99);
+        slots.insert_with(|| 99);
         assert_eq!(slots.next_key(), 1);
-        slots.insert(98);
+        slots.insert_with(|| 98);
         assert_eq!(slots.next_key(), 4);
-        slots.insert(97);
+        slots.insert_with(|| 97);
         assert_eq!(slots[2], 99);
         slots[1] += 1;
         assert_eq!(slots.get(1), Some(&99));
@@ -151,7 +153,7 @@ mod tests {
     #[should_panic(expected = "vacant")]
     fn removing_a_vacant_slot_panics() {
         let mut slots = Slots::new();
-        slots.insert(1);
+        slots.insert_with(|| 1);
         slots.remove(0);
         slots.remove(0);
     }
