@@ -300,6 +300,41 @@ backend_tests! {
         }
     }
 
+    // On io_uring the ops are in the SQ ring already; the canceled one is
+    // taken back from among them before the kernel reads the ring.
+    fn a_send_canceled_before_the_tick_sends_nothing_and_the_rest_run(backend) {
+        let (fd, mut peer) = tcp_pair(backend);
+        let mut lp = Loop::builder().backend(backend).build().expect("loop");
+        let nops = Arc::new(AtomicUsize::new(0));
+        let n = nops.clone();
+        lp.nop(move |_, res| {
+            assert!(res.is_ok());
+            n.fetch_add(1, Ordering::SeqCst);
+        });
+        let canceled = Arc::new(AtomicUsize::new(0));
+        let c = canceled.clone();
+        let id = lp.send(fd, b"never".to_vec(), move |_, res, buf| {
+            assert!(res.expect_err("canceled").is_canceled());
+            assert_eq!(buf, b"never");
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let n = nops.clone();
+        lp.nop(move |_, res| {
+            assert!(res.is_ok());
+            n.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(lp.cancel(id));
+        lp.run().expect("run");
+        assert_eq!(canceled.load(Ordering::SeqCst), 1);
+        assert_eq!(nops.load(Ordering::SeqCst), 2);
+        assert_eq!(lp.stats().sqes_submitted, 2, "only the no-ops");
+        assert!(!lp.cancel(id), "completed");
+        close_fd(fd);
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).expect("EOF");
+        assert!(rest.is_empty(), "a canceled op sent {rest:?}");
+    }
+
     fn connect_to_a_closed_port_is_refused(backend) {
         let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         let mut lp = Loop::builder().backend(backend).build().expect("loop");

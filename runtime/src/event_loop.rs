@@ -2,7 +2,8 @@
 //! clock and the counters, and runs ticks.
 //!
 //! A tick:
-//! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only);
+//! 1. hand every queued op to the backend (no syscall on io_uring: SQEs only;
+//!    most ops are in its SQ ring already, put there as they were submitted);
 //! 2. one backend wait, bounded by the nearest timer (zero if work is ready);
 //! 3. run posted cross-thread work, due timers and ready callbacks;
 //! 4. settle the tick's completions, running each callback as its op is
@@ -69,8 +70,10 @@ pub struct Loop {
     /// Completions reported outside a wait (a flush that made room, a poll
     /// op done at once, a poll cancel), for the next tick.
     raw_completions: Vec<RawCompletion>,
-    /// This tick's completions, settled one by one as their callbacks run
-    /// (until then their ops are still in the table, in the kernel's hands).
+    /// This tick's completions reported outside the kernel's queue (which
+    /// `run_completions` reads next, one at a time), settled one by one as
+    /// their callbacks run (until then their ops are still in the table, in
+    /// the kernel's hands).
     completed: Vec<RawCompletion>,
     /// Where `run_completions` is in `completed`; past it if a callback
     /// panicked, so the rest still run (or are settled by drop).
@@ -201,21 +204,41 @@ impl Loop {
         })
     }
 
-    /// Queues an op; it reaches the backend at the next tick.
+    /// Hands an op to the backend if it takes ops at submit time (io_uring:
+    /// an SQE in the ring, no syscall), else queues it for the next tick.
+    /// The kernel sees it at the next tick either way.
+    #[inline]
     pub(crate) fn submit(
         &mut self,
         kind: OpKind,
         callback: impl FnOnce(&mut Loop, Completion) + 'static,
     ) -> OpId {
-        let id = self.ops.insert(kind, Some(Box::new(callback)));
-        self.submit_queue.push(id);
-        id
+        self.submit_op(kind, Some(Box::new(callback)))
     }
 
-    /// Queues an op nobody waits for (the reaper's closes).
+    /// Submits an op nobody waits for (the reaper's closes).
     pub(crate) fn submit_detached(&mut self, kind: OpKind) {
-        let id = self.ops.insert(kind, None);
-        self.submit_queue.push(id);
+        self.submit_op(kind, None);
+    }
+
+    #[inline]
+    fn submit_op(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
+        // Behind queued ops, an op waits its turn: submission order holds.
+        let queue_empty = self.submit_queue.is_empty();
+        let driver = &mut self.driver;
+        let (id, taken) = self.ops.insert_with(kind, callback, |id, kind| {
+            let taken = queue_empty && driver.push_now(id, kind);
+            if taken {
+                tracing::trace!(op = kind.name(), key = id.key, "submit");
+            }
+            taken
+        });
+        if taken {
+            self.stats.sqes_submitted += 1;
+        } else {
+            self.submit_queue.push(id);
+        }
+        id
     }
 
     /// Delivers a completion for an op that failed before reaching any backend

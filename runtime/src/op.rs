@@ -3,7 +3,7 @@
 //! One lifecycle for every backend:
 //!
 //! ```text
-//!   Queued ──flush──▶ InKernel ──completion──▶ (removed as its callback runs)
+//!   Queued ──push──▶ InKernel ──completion──▶ (removed as its callback runs)
 //!     │                  │
 //!     │ cancel           │ cancel
 //!     ▼                  ▼
@@ -15,6 +15,11 @@
 //! its own result, so no received byte is dropped and no sent byte is
 //! reported unsent; only ops that produce an fd always end `Canceled`
 //! (see `settle::cancel_won`).
+//!
+//! `push` happens at submit where the backend takes ops then (io_uring: an
+//! SQE in the ring, read by the kernel at the next enter; a cancel before
+//! that withdraws it, and the op completes `Canceled` without the kernel),
+//! else at the next tick.
 //!
 //! Invariants:
 //! - A slot holds everything the kernel may read or write for its op (buffers,
@@ -413,7 +418,7 @@ impl QueuedOp<'_> {
 
 /// The slab of ops with their lifecycle.
 pub(crate) struct OpTable {
-    slots: slab::Slab<OpSlot>,
+    slots: Slots<OpSlot>,
     next_generation: u32,
     /// Ops handed to a backend and not yet completed (InKernel + Canceling).
     in_kernel: usize,
@@ -422,7 +427,7 @@ pub(crate) struct OpTable {
 impl OpTable {
     pub(crate) fn new() -> OpTable {
         OpTable {
-            slots: slab::Slab::new(),
+            slots: Slots::new(),
             next_generation: 0,
             in_kernel: 0,
         }
@@ -438,19 +443,48 @@ impl OpTable {
 
     #[inline]
     pub(crate) fn insert(&mut self, kind: OpKind, callback: Option<OpCallback>) -> OpId {
+        self.insert_with(kind, callback, |_, _| false).0
+    }
+
+    /// Inserts an op, first offering it to `hand_over` (a backend taking ops
+    /// at submit time) with its id. If that takes it, the op goes in as in
+    /// the kernel; else as queued. Returns the id and whether it was taken.
+    ///
+    /// The op is offered before it moves into its slot, so a backend builds
+    /// its request from a value the compiler still knows. That is sound
+    /// because everything the kernel may touch lives behind a heap pointer
+    /// (see the module docs), which the move does not move; and the insert
+    /// cannot fail once the request is out (it may only grow the slab,
+    /// and failing to allocate aborts).
+    #[inline]
+    pub(crate) fn insert_with(
+        &mut self,
+        mut kind: OpKind,
+        callback: Option<OpCallback>,
+        hand_over: impl FnOnce(OpId, &mut OpKind) -> bool,
+    ) -> (OpId, bool) {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        let key = self.slots.insert(OpSlot {
+        let key = self.slots.next_key();
+        assert!(key < u32::MAX as usize, "op table full");
+        let id = OpId {
+            key: key as u32,
             generation,
-            state: OpState::Queued,
+        };
+        let taken = hand_over(id, &mut kind);
+        let state = if taken {
+            OpState::InKernel
+        } else {
+            OpState::Queued
+        };
+        self.slots.insert_with(|| OpSlot {
+            generation,
+            state,
             kind,
             callback,
         });
-        assert!(key < u32::MAX as usize, "op table full");
-        OpId {
-            key: key as u32,
-            generation,
-        }
+        self.in_kernel += usize::from(taken);
+        (id, taken)
     }
 
     /// The slot of a live op, if `id` still names it.
@@ -521,13 +555,17 @@ impl OpTable {
 
     /// Keys of every op, for shutdown.
     pub(crate) fn keys(&self) -> Vec<usize> {
-        self.slots.iter().map(|(key, _)| key).collect()
+        self.slots.keys().collect()
     }
 
     pub(crate) fn state(&self, key: usize) -> OpState {
         self.slots[key].state
     }
 }
+
+#[path = "op_slots.rs"]
+mod slots;
+use slots::Slots;
 
 #[path = "op_settle.rs"]
 mod settle;

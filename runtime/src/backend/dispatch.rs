@@ -55,6 +55,11 @@ impl Driver for AnyDriver {
         each!(self, d => d.push(id, kind, done, stats))
     }
 
+    #[inline]
+    fn push_now(&mut self, id: OpId, kind: &mut OpKind) -> bool {
+        each!(self, d => d.push_now(id, kind))
+    }
+
     fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()> {
         each!(self, d => d.flush(done, stats))
     }
@@ -77,6 +82,11 @@ impl Driver for AnyDriver {
         stats: &mut Stats,
     ) -> io::Result<()> {
         each!(self, d => d.wait(timeout, ops, done, stats))
+    }
+
+    #[inline]
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        each!(self, d => d.next_completion())
     }
 
     fn waker(&self) -> Arc<dyn Wake> {

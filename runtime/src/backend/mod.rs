@@ -112,6 +112,13 @@ pub(crate) trait Driver {
         stats: &mut Stats,
     ) -> Push;
 
+    /// Takes an op as it is submitted, if this backend can without a
+    /// syscall or any effect the kernel could see before the next wait
+    /// (io_uring: its SQE goes into the SQ ring, which the kernel reads only
+    /// at the next enter). False: the loop queues the op for its next tick's
+    /// [`Driver::push`]. The memory rules are `push`'s.
+    fn push_now(&mut self, id: OpId, kind: &mut OpKind) -> bool;
+
     /// Sends what `push` queued without waiting (after a `Push::Full`).
     fn flush(&mut self, done: &mut Vec<RawCompletion>, stats: &mut Stats) -> io::Result<()>;
 
@@ -120,7 +127,9 @@ pub(crate) trait Driver {
     fn cancel(&mut self, id: OpId, kind: &OpKind, done: &mut Vec<RawCompletion>, stats: &mut Stats);
 
     /// Submits everything pending and waits up to `timeout` (`None`: until
-    /// something happens) for completions, appending them to `done`.
+    /// something happens) for completions. Some are appended to `done`; the
+    /// rest are left where the kernel put them, for
+    /// [`Driver::next_completion`] to hand over one at a time.
     fn wait(
         &mut self,
         timeout: Option<Duration>,
@@ -128,6 +137,12 @@ pub(crate) trait Driver {
         done: &mut Vec<RawCompletion>,
         stats: &mut Stats,
     ) -> io::Result<()>;
+
+    /// The next op completion `wait` left in the kernel's queue (io_uring's
+    /// CQ), if any: the loop settles each as it takes it, with no pass that
+    /// copies them all out first. Every op completion still comes out once,
+    /// through `done` or here.
+    fn next_completion(&mut self) -> Option<RawCompletion>;
 
     /// A waker usable from any thread.
     fn waker(&self) -> Arc<dyn Wake>;

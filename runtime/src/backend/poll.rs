@@ -262,6 +262,12 @@ impl Driver for PollDriver {
         Push::Accepted
     }
 
+    /// Starting an op here is a syscall (or a job for the pool): it waits
+    /// for the tick.
+    fn push_now(&mut self, _id: OpId, _kind: &mut OpKind) -> bool {
+        false
+    }
+
     fn flush(&mut self, _done: &mut Vec<RawCompletion>, _stats: &mut Stats) -> io::Result<()> {
         Ok(())
     }
@@ -344,6 +350,11 @@ impl Driver for PollDriver {
             }
         }
         Ok(())
+    }
+
+    /// Every completion is in `done` already.
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        None
     }
 
     fn waker(&self) -> Arc<dyn Wake> {

@@ -24,11 +24,19 @@ use linked::LinkedOps;
 #[path = "uring_sqe.rs"]
 mod sqe;
 use sqe::build_sqe;
+#[path = "uring_cq.rs"]
+mod cq;
+use cq::CqView;
+#[path = "uring_sq.rs"]
+mod sq;
+use sq::SqeView;
 
 const INTERNAL_KEY: u64 = u32::MAX as u64;
 const WAKE_TAG: u64 = (1 << 32) | INTERNAL_KEY;
 const CANCEL_TAG: u64 = (2 << 32) | INTERNAL_KEY;
 const TIMEOUT_TAG: u64 = (3 << 32) | INTERNAL_KEY;
+/// A withdrawn op's SQE, now a no-op nobody waits for.
+const VOID_TAG: u64 = (4 << 32) | INTERNAL_KEY;
 
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
@@ -130,6 +138,14 @@ pub(crate) struct UringDriver {
     /// Op completions the last waiting tick reaped: the batch the next one
     /// waits for.
     last_batch: usize,
+    /// The SQ tail as the crate will publish it: every push goes through
+    /// `push_entry` or `push_entries`, which count it (a new ring starts
+    /// at 0).
+    sq_tail: u32,
+    /// The SQE array, to withdraw entries the kernel has not read yet.
+    sqes: SqeView,
+    /// The CQ, where every CQE is taken from.
+    cq: CqView,
 }
 
 impl UringDriver {
@@ -143,6 +159,8 @@ impl UringDriver {
         }
         // SAFETY: `raw` is a fresh fd owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sqes = SqeView::map(ring.as_raw_fd(), ring.params().sq_entries())?;
+        let cq = CqView::map(ring.as_raw_fd(), ring.params())?;
         let ext_arg = ring.params().is_feature_ext_arg();
         let cqe_skip = ring.params().is_feature_skip_cqe_on_success();
         let min_wait = ext_arg && ring.params().is_feature_min_timeout();
@@ -171,17 +189,21 @@ impl UringDriver {
             linked: LinkedOps::new(cqe_skip),
             batch_wait_us,
             last_batch: 1,
+            sq_tail: 0,
+            sqes,
+            cq,
         })
     }
 
-    /// Pushes one SQE; false if the SQ is full.
+    /// Pushes an op's SQE(s); false if the SQ is full.
     #[inline]
-    fn push_entry(&mut self, entry: &squeue::Entry) -> bool {
-        // SAFETY: every pointer in `entry` refers to memory that stays valid
-        // until its completion: op memory lives in the op table (stable heap
-        // addresses) until settled, and internal buffers live in `self` and are
-        // drained before it is dropped.
-        unsafe { self.ring.submission().push(entry).is_ok() }
+    fn push_op(&mut self, id: OpId, kind: &mut OpKind) -> bool {
+        let entry = build_sqe(kind).user_data(token(id));
+        match *kind {
+            OpKind::Close { fd } => self.hold_close(fd, &entry) || self.push_close(fd, &entry),
+            OpKind::SendRecv { .. } => self.push_send_recv(id, entry, kind),
+            _ => self.push_entry(&entry),
+        }
     }
 
     /// Pushes a close preceded by a cancel of every request still pending on
@@ -197,12 +219,7 @@ impl UringDriver {
             .user_data(CANCEL_TAG);
         // SAFETY: the cancel points at no memory; the close's memory rules
         // are `push_entry`'s.
-        unsafe {
-            self.ring
-                .submission()
-                .push_multiple(&[cancel, close.clone()])
-                .is_ok()
-        }
+        unsafe { self.push_entries(&[cancel, close.clone()]) }
     }
 
     /// Queues the internal requests: pending cancels and the wakeup read.
@@ -322,30 +339,30 @@ impl UringDriver {
     /// Moves every CQE into `done`; returns how many were op completions.
     fn reap(&mut self, done: &mut Vec<RawCompletion>) -> usize {
         let before = done.len();
-        let mut cq = self.ring.completion();
-        done.reserve(cq.len());
-        for cqe in &mut cq {
-            let (data, res) = (cqe.user_data(), cqe.result());
-            let key = (data & INTERNAL_KEY) as usize;
-            // Most CQEs are plain ops': no lookup while no pair is in flight.
-            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
-                done.push(RawCompletion { key, res });
-                continue;
-            }
-            match data {
-                WAKE_TAG => self.wake_armed = false,
-                CANCEL_TAG => {}
-                TIMEOUT_TAG => self.timeout_deadline = None,
-                _ => {
-                    let plain = Some(RawCompletion { key, res });
-                    // `None`: not a linked pair's; `Some(None)`: one is still owed.
-                    if let Some(raw) = self.linked.on_cqe(key, data, res).unwrap_or(plain) {
-                        done.push(raw);
-                    }
-                }
-            }
+        done.reserve(self.cq.len());
+        while let Some(raw) = self.next_completion() {
+            done.push(raw);
         }
         done.len() - before
+    }
+
+    /// What a CQE that is not a plain op's means: internal requests' CQEs
+    /// update the driver and yield nothing, a linked pair's yield its op's
+    /// completion once both are in.
+    #[cold]
+    fn special_cqe(&mut self, data: u64, res: i32) -> Option<RawCompletion> {
+        let key = (data & INTERNAL_KEY) as usize;
+        match data {
+            WAKE_TAG => self.wake_armed = false,
+            CANCEL_TAG | VOID_TAG => {}
+            TIMEOUT_TAG => self.timeout_deadline = None,
+            _ => {
+                let plain = Some(RawCompletion { key, res });
+                // `None`: not a linked pair's; `Some(None)`: one is still owed.
+                return self.linked.on_cqe(key, data, res).unwrap_or(plain);
+            }
+        }
+        None
     }
 }
 
@@ -366,16 +383,22 @@ impl Driver for UringDriver {
         _done: &mut Vec<RawCompletion>,
         _stats: &mut Stats,
     ) -> Push {
-        let entry = build_sqe(kind).user_data(token(id));
-        let pushed = match *kind {
-            OpKind::Close { fd } => self.hold_close(fd, &entry) || self.push_close(fd, &entry),
-            OpKind::SendRecv { .. } => self.push_send_recv(id, entry, kind),
-            _ => self.push_entry(&entry),
-        };
-        if pushed {
+        if self.push_op(id, kind) {
             Push::Accepted
         } else {
             Push::Full
+        }
+    }
+
+    /// Single-SQE ops go into the SQ ring as they are submitted; a cancel
+    /// before the tick's enter withdraws them ([`UringDriver::withdraw`]).
+    /// Closes (linked to a cancel-by-fd, ordered with the loop's
+    /// bookkeeping) and `send_recv` pairs wait for the tick.
+    #[inline]
+    fn push_now(&mut self, id: OpId, kind: &mut OpKind) -> bool {
+        match kind {
+            OpKind::Close { .. } | OpKind::SendRecv { .. } => false,
+            _ => self.push_op(id, kind),
         }
     }
 
@@ -393,11 +416,21 @@ impl Driver for UringDriver {
         &mut self,
         id: OpId,
         kind: &OpKind,
-        _done: &mut Vec<RawCompletion>,
-        _stats: &mut Stats,
+        done: &mut Vec<RawCompletion>,
+        stats: &mut Stats,
     ) {
         match kind {
             OpKind::SendRecv { .. } => self.linked.cancel(id.key as usize),
+            // A close's SQE is linked to the cancel in front of it.
+            OpKind::Close { .. } => self.cancels.push(token(id)),
+            _ if self.withdraw(id) => {
+                // The kernel never gets the op: it completes from here.
+                stats.sqes_submitted -= 1;
+                done.push(RawCompletion {
+                    key: id.key as usize,
+                    res: -libc::ECANCELED,
+                });
+            }
             _ => self.cancels.push(token(id)),
         }
     }
@@ -466,11 +499,28 @@ impl Driver for UringDriver {
                 Err(e) => return Err(e),
             }
         }
-        self.reap(done);
+        // The CQEs stay in the CQ for `next_completion`; the batch is
+        // counted with the few internal ones among them.
         if waited {
-            self.last_batch = (done.len() - reaped_before).max(1);
+            let in_cq = self.cq.len();
+            self.last_batch = (done.len() - reaped_before + in_cq).max(1);
         }
         Ok(())
+    }
+
+    #[inline]
+    fn next_completion(&mut self) -> Option<RawCompletion> {
+        loop {
+            let (data, res) = self.cq.pop()?;
+            // Most CQEs are plain ops': no lookup while no pair is in flight.
+            if data & INTERNAL_KEY != INTERNAL_KEY && self.linked.is_empty() {
+                let key = (data & INTERNAL_KEY) as usize;
+                return Some(RawCompletion { key, res });
+            }
+            if let Some(raw) = self.special_cqe(data, res) {
+                return Some(raw);
+            }
+        }
     }
 
     fn waker(&self) -> Arc<dyn Wake> {

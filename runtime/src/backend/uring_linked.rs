@@ -209,7 +209,7 @@ impl UringDriver {
             .user_data(send_token ^ RECV_PART_BIT);
         // SAFETY: both point into the op's `out` and `input`, heap memory the
         // op table keeps until this pair's last CQE (see `LinkedOps::on_cqe`).
-        let pushed = unsafe { self.ring.submission().push_multiple(&[send, recv]).is_ok() };
+        let pushed = unsafe { self.push_entries(&[send, recv]) };
         if pushed {
             let op = LinkedOp {
                 send_token,
@@ -256,7 +256,7 @@ impl UringDriver {
                     .user_data(CANCEL_TAG)
             });
             // SAFETY: cancels point at no memory.
-            if unsafe { self.ring.submission().push_multiple(&cancels).is_err() } {
+            if unsafe { !self.push_entries(&cancels) } {
                 return false;
             }
             self.linked.cancel_cursor += 1;

@@ -72,6 +72,9 @@ impl Harness {
                 &mut self.stats,
             )
             .expect("wait");
+        while let Some(raw) = self.driver.next_completion() {
+            self.done.push(raw);
+        }
         let mut settled = Vec::new();
         for raw in std::mem::take(&mut self.done) {
             let key = raw.key & !crate::op::SEND_DONE_KEY_FLAG;

@@ -1,11 +1,13 @@
 //! Delivering completions: settling each op the backend reported and
-//! running its callback, in the order the backend reported them. An op
+//! running its callback, in the order the backend reported them (on
+//! io_uring, read straight from the CQ, not copied out first). An op
 //! leaves the table only as its callback is about to run, so until then a
 //! cancel still finds it (and it completes `Canceled`, exactly once).
 
 use std::io;
 
 use super::{Loop, Ready};
+use crate::backend::Driver;
 use crate::op::{Completion, OpId, OpKind, Settled, Verdict};
 
 impl Loop {
@@ -72,8 +74,19 @@ impl Loop {
     /// so a cancel from an earlier callback still gets `Canceled` delivered
     /// (the kernel's cancel finds nothing, which is harmless).
     pub(super) fn run_completions(&mut self) {
-        while let Some(&raw) = self.completed.get(self.completed_next) {
-            self.completed_next += 1;
+        loop {
+            // Completions reported outside the wait first, then the
+            // kernel's, taken from its queue one at a time.
+            let raw = match self.completed.get(self.completed_next) {
+                Some(&raw) => {
+                    self.completed_next += 1;
+                    raw
+                }
+                None => match self.driver.next_completion() {
+                    Some(raw) => raw,
+                    None => break,
+                },
+            };
             let ready = match self.ops.verdict(raw) {
                 Some(Verdict::Done {
                     result,

@@ -48,6 +48,9 @@ impl Loop {
                 &mut done,
                 &mut self.stats,
             );
+            while let Some(raw) = self.driver.next_completion() {
+                done.push(raw);
+            }
             for raw in done.drain(..) {
                 settle_for_drop(&mut self.ops, raw);
             }
