@@ -4,7 +4,8 @@
 //! concurrent writers. A writer keeps one append outstanding and appends
 //! again when it is acknowledged (durable).
 //!
-//! Then: many shards sharing one log writer against one log per shard.
+//! Then: many shards as streams of one [`SharedLog`] (one writer) against
+//! one log per shard.
 //!
 //! After criterion's runs it prints a table with writes/s and fdatasyncs per
 //! acknowledged write on both backends (skipped under `--test`, or with
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use ringvisor::behaviours::persist::{open_blocking, Options, Store, StoreStats};
+use ringvisor::behaviours::persist::{open_blocking, Options, SharedLog, Store, StoreStats};
 use ringvisor::{Backend, Loop};
 
 const WRITERS: [usize; 4] = [1, 8, 64, 256];
@@ -109,22 +110,31 @@ enum Amount {
     For(Duration),
 }
 
-/// Durable writes by `writers_per_shard` writers on each of `shards` stores
-/// (each with its own directory and log), all on one loop.
+/// Durable writes by `writers_per_shard` writers on each of `shards` stores,
+/// all on one loop: each with its own directory and log, or (`shared`) all
+/// streams of one shared log.
 fn durable_writes(
     backend: Backend,
     commit: Commit,
     shards: usize,
     writers_per_shard: usize,
+    shared: bool,
     amount: Amount,
 ) -> Run {
     let mut lp = Loop::builder().backend(backend).build().expect("loop");
     let base = scratch_dir();
     std::fs::create_dir_all(&base).expect("scratch dir");
+    let log = shared.then(|| {
+        SharedLog::open_blocking(&mut lp, &base.join("log"), commit.options()).expect("open log")
+    });
     let stores: Vec<Rc<Store>> = (0..shards)
         .map(|i| {
             let dir = base.join(format!("shard-{i}"));
-            let (store, _) = open_blocking(&mut lp, &dir, commit.options()).expect("open");
+            let (store, _) = match &log {
+                Some(log) => log.open_stream_blocking(&mut lp, i as u32, &dir),
+                None => open_blocking(&mut lp, &dir, commit.options()),
+            }
+            .expect("open");
             Rc::new(store)
         })
         .collect();
@@ -158,7 +168,14 @@ fn durable_writes(
             .close(&mut lp, |_, res| res.expect("close"))
             .expect("close");
     }
+    if let Some(log) = &log {
+        // A stream's counters count each shared fdatasync once per stream.
+        stats = log.stats();
+        log.close(&mut lp, |_, res| res.expect("close log"))
+            .expect("close log");
+    }
     lp.run().expect("loop");
+    drop(log);
     drop(stores);
     std::fs::remove_dir_all(&base).expect("remove scratch dir");
     Run {
@@ -181,7 +198,8 @@ fn bench_writers(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(writers), |b| {
                 b.iter_custom(|iters| {
                     let total = iters * WRITES_PER_ITER;
-                    durable_writes(Backend::Auto, commit, 1, writers, Amount::Writes(total)).elapsed
+                    let amount = Amount::Writes(total);
+                    durable_writes(Backend::Auto, commit, 1, writers, false, amount).elapsed
                 })
             });
         }
@@ -189,7 +207,8 @@ fn bench_writers(c: &mut Criterion) {
     }
 }
 
-/// 8 shards with 8 writers each: one shared log against a log per shard.
+/// 8 shards with 8 writers each: streams of one shared log against a log
+/// per shard.
 fn bench_shards(c: &mut Criterion) {
     let mut group = c.benchmark_group("shards_8x8");
     group
@@ -203,8 +222,9 @@ fn bench_shards(c: &mut Criterion) {
             durable_writes(
                 Backend::Auto,
                 Commit::Group,
-                1,
-                64,
+                8,
+                8,
+                true,
                 Amount::Writes(iters * WRITES_PER_ITER),
             )
             .elapsed
@@ -217,6 +237,7 @@ fn bench_shards(c: &mut Criterion) {
                 Commit::Group,
                 8,
                 8,
+                false,
                 Amount::Writes(iters * WRITES_PER_ITER),
             )
             .elapsed
@@ -238,12 +259,14 @@ fn backend_name(backend: Backend) -> &'static str {
 const TABLE_REPS: usize = 5;
 const TABLE_RUN: Duration = Duration::from_millis(300);
 
-fn median_runs(configs: &[(Commit, usize, usize)], backend: Backend) -> Vec<Run> {
+fn median_runs(configs: &[(Commit, usize, usize, bool)], backend: Backend) -> Vec<Run> {
     let mut runs: Vec<Vec<Run>> = configs.iter().map(|_| Vec::new()).collect();
     for _ in 0..TABLE_REPS {
-        for (i, &(commit, shards, writers)) in configs.iter().enumerate() {
+        for (i, &(commit, shards, writers, shared)) in configs.iter().enumerate() {
             let amount = Amount::For(TABLE_RUN);
-            runs[i].push(durable_writes(backend, commit, shards, writers, amount));
+            runs[i].push(durable_writes(
+                backend, commit, shards, writers, shared, amount,
+            ));
         }
     }
     runs.into_iter()
@@ -259,7 +282,10 @@ fn print_writers_table() {
     println!("|---|---|---|---|---|---|---|");
     for backend in [Backend::Uring, Backend::Poll] {
         for writers in WRITERS {
-            let configs = [(Commit::Group, 1, writers), (Commit::PerWrite, 1, writers)];
+            let configs = [
+                (Commit::Group, 1, writers, false),
+                (Commit::PerWrite, 1, writers, false),
+            ];
             let runs = median_runs(&configs, backend);
             let (group, single) = (&runs[0], &runs[1]);
             println!(
@@ -279,14 +305,15 @@ fn print_shards_table() {
     println!("\n| backend | layout | writes/s | entries/fdatasync |");
     println!("|---|---|---|---|");
     let layouts = [
-        ("1 shared log, 64 writers", 1, 64),
-        ("8 logs x 8 writers", 8, 8),
-        ("64 logs x 1 writer", 64, 1),
+        ("1 log, 64 writers", 1, 64, false),
+        ("1 shared log, 8 streams x 8 writers", 8, 8, true),
+        ("8 logs x 8 writers", 8, 8, false),
+        ("64 logs x 1 writer", 64, 1, false),
     ];
     for backend in [Backend::Uring, Backend::Poll] {
         let configs: Vec<_> = layouts
             .iter()
-            .map(|&(_, s, w)| (Commit::Group, s, w))
+            .map(|&(_, s, w, shared)| (Commit::Group, s, w, shared))
             .collect();
         let runs = median_runs(&configs, backend);
         for ((name, ..), run) in layouts.iter().zip(&runs) {
