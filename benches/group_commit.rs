@@ -9,7 +9,8 @@
 //!
 //! After criterion's runs it prints a table with writes/s and fdatasyncs per
 //! acknowledged write on both backends (skipped under `--test`, or with
-//! `GROUP_COMMIT_TABLE=0`).
+//! `GROUP_COMMIT_TABLE=0`; `GROUP_COMMIT_TABLE=shards` prints the shards
+//! table only).
 //!
 //! ```text
 //! cargo bench --bench group_commit
@@ -32,7 +33,10 @@ const WRITES_PER_ITER: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
+    /// Group commit, up to `BATCHES_IN_FLIGHT_MAX_DEFAULT` batches in flight.
     Group,
+    /// Group commit, one batch in flight (double buffering).
+    GroupSerial,
     PerWrite,
 }
 
@@ -40,6 +44,7 @@ impl Commit {
     fn name(self) -> &'static str {
         match self {
             Commit::Group => "group_commit",
+            Commit::GroupSerial => "group_commit_serial",
             Commit::PerWrite => "fdatasync_per_write",
         }
     }
@@ -47,6 +52,10 @@ impl Commit {
     fn options(self) -> Options {
         match self {
             Commit::Group => Options::default(),
+            Commit::GroupSerial => Options {
+                batches_in_flight_max: 1,
+                ..Options::default()
+            },
             Commit::PerWrite => Options {
                 batch_entries_max: 1,
                 ..Options::default()
@@ -208,7 +217,8 @@ fn bench_writers(c: &mut Criterion) {
 }
 
 /// 8 shards with 8 writers each: streams of one shared log against a log
-/// per shard.
+/// per shard, each with batches pipelined (the default) and with one batch
+/// in flight at a time (`_serial`).
 fn bench_shards(c: &mut Criterion) {
     let mut group = c.benchmark_group("shards_8x8");
     group
@@ -217,32 +227,20 @@ fn bench_shards(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(WRITES_PER_ITER));
-    group.bench_function("shared_log", |b| {
-        b.iter_custom(|iters| {
-            durable_writes(
-                Backend::Auto,
-                Commit::Group,
-                8,
-                8,
-                true,
-                Amount::Writes(iters * WRITES_PER_ITER),
-            )
-            .elapsed
-        })
-    });
-    group.bench_function("log_per_shard", |b| {
-        b.iter_custom(|iters| {
-            durable_writes(
-                Backend::Auto,
-                Commit::Group,
-                8,
-                8,
-                false,
-                Amount::Writes(iters * WRITES_PER_ITER),
-            )
-            .elapsed
-        })
-    });
+    let cases = [
+        ("shared_log", Commit::Group, true),
+        ("log_per_shard", Commit::Group, false),
+        ("shared_log_serial", Commit::GroupSerial, true),
+        ("log_per_shard_serial", Commit::GroupSerial, false),
+    ];
+    for (name, commit, shared) in cases {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let amount = Amount::Writes(iters * WRITES_PER_ITER);
+                durable_writes(Backend::Auto, commit, 8, 8, shared, amount).elapsed
+            })
+        });
+    }
     group.finish();
 }
 
@@ -302,24 +300,31 @@ fn print_writers_table() {
 }
 
 fn print_shards_table() {
-    println!("\n| backend | layout | writes/s | entries/fdatasync |");
-    println!("|---|---|---|---|");
+    println!("\n| backend | layout | batches in flight | writes/s | entries/fdatasync |");
+    println!("|---|---|---|---|---|");
     let layouts = [
         ("1 log, 64 writers", 1, 64, false),
         ("1 shared log, 8 streams x 8 writers", 8, 8, true),
         ("8 logs x 8 writers", 8, 8, false),
         ("64 logs x 1 writer", 64, 1, false),
     ];
+    let commits = [Commit::Group, Commit::GroupSerial];
     for backend in [Backend::Uring, Backend::Poll] {
         let configs: Vec<_> = layouts
             .iter()
-            .map(|&(_, s, w, shared)| (Commit::Group, s, w, shared))
+            .flat_map(|&(_, s, w, shared)| commits.map(|c| (c, s, w, shared)))
             .collect();
         let runs = median_runs(&configs, backend);
-        for ((name, ..), run) in layouts.iter().zip(&runs) {
+        for (&(commit, ..), (name, run)) in configs.iter().zip(
+            layouts
+                .iter()
+                .flat_map(|(name, ..)| commits.map(|_| name))
+                .zip(&runs),
+        ) {
             println!(
-                "| {} | {name} | {:.0} | {:.1} |",
+                "| {} | {name} | {} | {:.0} | {:.1} |",
                 backend_name(backend),
+                commit.options().batches_in_flight_max,
                 run.writes_per_sec(),
                 1.0 / run.fdatasyncs_per_ack()
             );
@@ -333,9 +338,12 @@ fn main() {
     bench_shards(&mut criterion);
     criterion.final_summary();
     let test_mode = std::env::args().any(|a| a == "--test");
-    let table = std::env::var("GROUP_COMMIT_TABLE").map_or(true, |v| v != "0");
-    if table && !test_mode {
-        print_writers_table();
+    // GROUP_COMMIT_TABLE=0: no tables; =shards: the shards table only.
+    let table = std::env::var("GROUP_COMMIT_TABLE").unwrap_or_default();
+    if table != "0" && !test_mode {
+        if table != "shards" {
+            print_writers_table();
+        }
         print_shards_table();
     }
 }

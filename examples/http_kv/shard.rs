@@ -148,6 +148,8 @@ pub struct ShardConfig {
     pub queue_capacity: usize,
     /// Largest value a PUT may store (sizes the log's records).
     pub max_value_bytes: usize,
+    /// Most log batches in flight at once.
+    pub batches_in_flight: usize,
 }
 
 /// The shard a key lives in: FNV-1a (64-bit) of the key bytes, modulo
@@ -364,6 +366,7 @@ pub const LOG_DIR: &str = "log";
 fn log_options(config: &ShardConfig) -> Options {
     let mut store = Options {
         durability: durability(config.sync),
+        batches_in_flight_max: config.batches_in_flight,
         ..Options::default()
     };
     // A record holds the largest value plus its key, entry header and the
@@ -629,6 +632,7 @@ mod tests {
             sync: SyncMode::Always,
             queue_capacity: capacity,
             max_value_bytes: 1 << 20,
+            batches_in_flight: 4,
         }
     }
 

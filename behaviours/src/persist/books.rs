@@ -2,6 +2,8 @@
 //! stream's recovery barrier waits on), per-stream counters, and which
 //! streams a segment holds (what compaction needs).
 
+use std::collections::VecDeque;
+
 use super::stats::StoreStats;
 
 /// The highest entry (stream seq) of each stream in a segment.
@@ -20,7 +22,7 @@ pub(crate) fn raise(seqs: &mut StreamSeqs, stream: u32, seq: u64) {
 pub(crate) struct StreamBook {
     /// Entries queued and not yet handed to a write.
     pub(crate) queued: u64,
-    /// Entries in the batch in flight, until written (`Interval`) or synced.
+    /// Entries in batches in flight, until written (`Interval`) or synced.
     pub(crate) in_flight: u64,
     /// Written since the last `fdatasync`.
     pub(crate) unsynced: bool,
@@ -35,7 +37,7 @@ impl StreamBook {
     }
 }
 
-/// One stream's share of the batch in flight.
+/// One stream's share of a batch in flight.
 #[derive(Debug, Clone, Copy)]
 struct Share {
     stream: u32,
@@ -44,13 +46,14 @@ struct Share {
     last_seq: u64,
 }
 
-/// Every stream's books, indexed by stream id, and the batch in flight.
+/// Every stream's books, indexed by stream id, and each batch in flight's
+/// shares, oldest first (batches are done with in log order).
 #[derive(Debug, Default)]
 pub(crate) struct Books {
     streams: Vec<StreamBook>,
-    batch: Vec<Share>,
-    /// The batch's in-flight counts are held (until durable or failed).
-    batch_held: bool,
+    batches: VecDeque<Vec<Share>>,
+    /// Emptied share lists, reused.
+    spare: Vec<Vec<Share>>,
 }
 
 impl Books {
@@ -67,12 +70,11 @@ impl Books {
         self.streams.get(stream as usize)
     }
 
-    /// Books a batch of `(stream, stream seq, end offset in the batch)`
-    /// records as in flight.
+    /// Books a newly sealed batch of `(stream, stream seq, end offset in
+    /// the batch)` records as in flight, behind those already in flight.
     pub(crate) fn share(&mut self, records: impl Iterator<Item = (u32, u64, usize)>) {
-        assert!(!self.batch_held, "one batch in flight at a time");
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
+        let mut batch = self.spare.pop().unwrap_or_default();
+        debug_assert!(batch.is_empty());
         let mut start = 0;
         for (stream, seq, end) in records {
             let bytes = (end - start) as u64;
@@ -97,13 +99,13 @@ impl Books {
             book.queued -= share.entries;
             book.in_flight += share.entries;
         }
-        self.batch = batch;
-        self.batch_held = true;
+        self.batches.push_back(batch);
     }
 
-    /// The batch is written to the segment whose streams are `segment`.
+    /// The oldest batch in flight is written to the segment whose streams
+    /// are `segment`.
     pub(crate) fn written(&mut self, segment: &mut StreamSeqs) {
-        let batch = std::mem::take(&mut self.batch);
+        let batch = self.batches.pop_front().expect("a batch in flight");
         for share in &batch {
             raise(segment, share.stream, share.last_seq);
             let book = self.book(share.stream);
@@ -113,20 +115,18 @@ impl Books {
             book.stats.bytes_written += share.bytes;
             book.stats.batch_entries_peak = book.stats.batch_entries_peak.max(share.entries);
         }
-        self.batch = batch;
+        self.batches.push_front(batch);
     }
 
-    /// The batch in flight is done with: durable, written (`Interval`), or
-    /// failed.
+    /// The oldest batch in flight is done with: durable, or written
+    /// (`Interval`).
     pub(crate) fn release(&mut self) {
-        if !std::mem::replace(&mut self.batch_held, false) {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = self.batches.pop_front().expect("a batch in flight");
         for share in &batch {
             self.book(share.stream).in_flight -= share.entries;
         }
-        self.batch = batch;
+        batch.clear();
+        self.spare.push(batch);
     }
 
     /// An `fdatasync` made every written entry durable.
@@ -139,7 +139,9 @@ impl Books {
 
     /// The writer failed: nothing is queued or in flight any more.
     pub(crate) fn fail(&mut self) {
-        self.release();
+        while !self.batches.is_empty() {
+            self.release();
+        }
         for book in &mut self.streams {
             book.queued = 0;
         }

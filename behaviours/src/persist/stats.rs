@@ -27,6 +27,9 @@ pub struct StoreStats {
     pub bytes_written: u64,
     /// Most entries in one batch so far.
     pub batch_entries_peak: u64,
+    /// Most batches in flight at once so far (see
+    /// [`super::Options::batches_in_flight_max`]).
+    pub batches_in_flight_peak: u64,
     /// Log segment files created.
     pub segments_created: u64,
     /// Snapshots made durable.

@@ -2,9 +2,10 @@
 //!
 //! Each store is a *stream* of the log, named by a number below
 //! [`STREAMS_MAX`]. Entries of every stream appended during a tick go out as
-//! one write and (with [`Durability::Always`]) one `fdatasync`, double
-//! buffered as in a store's own log; each stream's callbacks run once its
-//! entries are durable. Snapshots stay per stream, each in the stream's own
+//! one write and (with [`Durability::Always`]) one `fdatasync`, with up to
+//! [`Options::batches_in_flight_max`] batches in flight as in a store's own
+//! log; each stream's callbacks run once its entries, and every entry
+//! before them in the log, are durable. Snapshots stay per stream, each in the stream's own
 //! directory with the stream sequence number it covers.
 //!
 //! # Layout
@@ -228,6 +229,13 @@ impl SharedLog {
     /// The torn tail cut off when the log was opened, if there was one.
     pub fn torn_tail(&self) -> Option<TornTail> {
         (*self.torn_tail).clone()
+    }
+
+    /// Batches sealed and not yet acknowledged: written or being written,
+    /// their `fdatasync`s in flight (at most
+    /// [`Options::batches_in_flight_max`]).
+    pub fn batches_in_flight(&self) -> usize {
+        self.core.borrow().wal.batches_in_flight()
     }
 
     /// True once nothing is queued, in flight or unsynced.
