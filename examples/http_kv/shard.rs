@@ -632,7 +632,7 @@ mod tests {
             sync: SyncMode::Always,
             queue_capacity: capacity,
             max_value_bytes: 1 << 20,
-            batches_in_flight: 4,
+            batches_in_flight: 2,
         }
     }
 

@@ -19,10 +19,13 @@ pub const PENDING_BYTES_MAX_DEFAULT: usize = 16 << 20;
 /// --bench fdatasync_overlap`) concurrent syncs of one file overlap much as
 /// syncs of several files do: 8 write+fdatasync chains reach 9.7k syncs/s
 /// on one file, 13k on 8 files, against about 1k for one chain. More
-/// batches in flight give more syncs in parallel but smaller batches: with
-/// 64 request-response clients on 8 shards, 4 give about 11 acknowledged
-/// writes per `fdatasync` (1: 28, 2: 17, 8: 7). 1 is double buffering.
-pub const BATCHES_IN_FLIGHT_MAX_DEFAULT: usize = 4;
+/// batches in flight give more syncs in parallel but smaller batches. With
+/// 64 request-response clients on 8 shards of one shared log (http_kv,
+/// `--sync always`), 2 gave the most requests/s in each of three sessions
+/// or close to it (medians 43.0k, 42.0k, 37.8k; 1: 27.1k, 33.9k, 33.5k; 4:
+/// 45.8k, 36.7k, 33.5k) at about 17 acknowledged writes per `fdatasync`
+/// (1: 28, 4: 11, 8: 7). 1 is double buffering.
+pub const BATCHES_IN_FLIGHT_MAX_DEFAULT: usize = 2;
 /// Size at which the log moves to a new segment file.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 /// Largest snapshot (state bytes plus header) written or read back.
