@@ -12,9 +12,12 @@
 //! log (`DATA/log/`, opened before the tree starts and closed after it
 //! stops, so it outlives any shard); its snapshots go to `DATA/shard-N/`. A
 //! write is acknowledged once durable (with `--sync always`:
-//! group-committed, one `fdatasync` per tick for the writes of all shards).
+//! group-committed, each batch carrying the writes of all shards, up to
+//! `--batches-in-flight` batches with their fdatasyncs overlapping).
 //! `Crash` panics the shard; its supervisor restarts it from its snapshot
 //! and its entries in the shared log (once the writer holds none of them).
+//! With `--log per-shard` each shard has a log of its own in
+//! `DATA/shard-N/` instead (kept to compare the two: see `config.rs`).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -33,7 +36,7 @@ use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, 
 use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill, Pid};
 use ringvisor::Loop;
 
-use crate::config::SyncMode;
+use crate::config::{LogLayout, SyncMode};
 use crate::key::Key;
 
 /// A stored value, shared without copying between the shard and responses.
@@ -150,6 +153,8 @@ pub struct ShardConfig {
     pub max_value_bytes: usize,
     /// Most log batches in flight at once.
     pub batches_in_flight: usize,
+    /// One shared log, or a log per shard.
+    pub log: LogLayout,
 }
 
 /// The shard a key lives in: FNV-1a (64-bit) of the key bytes, modulo
@@ -342,8 +347,8 @@ fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 struct Shards {
     names: Vec<String>,
     counters: Vec<Rc<Counters>>,
-    /// The log every shard writes to.
-    log: SharedLog,
+    /// The log every shard writes to (`--log shared`).
+    log: Option<SharedLog>,
     /// Each shard's Pid, written by its child spec's start function at
     /// every (re)start: a request finds its shard without hashing a name.
     /// Between an exit and the restart the stale Pid gets `NoProc`, as
@@ -385,12 +390,19 @@ fn log_options(config: &ShardConfig) -> Options {
 fn shard_spec(
     index: usize,
     config: &ShardConfig,
-    log: &SharedLog,
+    log: Option<&SharedLog>,
     counters: Rc<Counters>,
 ) -> ChildSpec {
     let name = format!("shard-{index}");
     let stream = u32::try_from(index).expect("shard count is limited far below u32::MAX");
-    let options = DurableOptions::shared(config.data_dir.join(&name), log, stream);
+    let dir = config.data_dir.join(&name);
+    let options = match log {
+        Some(log) => DurableOptions::shared(dir, log, stream),
+        None => DurableOptions {
+            store: log_options(config),
+            ..DurableOptions::new(dir)
+        },
+    };
     let capacity = config.queue_capacity;
     let registered = name.clone();
     ChildSpec::from_fn(name, move |lp, parent| {
@@ -416,11 +428,24 @@ fn shard_spec(
 pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::Result<()> {
     assert!(config.shards > 0 && config.queue_capacity > 0);
     let log_dir = config.data_dir.join(LOG_DIR);
-    let log = SharedLog::open_blocking(lp, &log_dir, log_options(&config))
-        .map_err(|e| io::Error::other(format!("opening the log: {e}")))?;
+    let log = match config.log {
+        LogLayout::Shared => Some(
+            SharedLog::open_blocking(lp, &log_dir, log_options(&config))
+                .map_err(|e| io::Error::other(format!("opening the log: {e}")))?,
+        ),
+        // The shards' entries would be in DATA/log, unread: refuse.
+        LogLayout::PerShard if log_dir.exists() => {
+            let message = format!(
+                "{} holds a shared log: start with --log shared",
+                log_dir.display()
+            );
+            return Err(io::Error::other(message));
+        }
+        LogLayout::PerShard => None,
+    };
     let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
     let specs: Vec<ChildSpec> = (0..config.shards)
-        .map(|i| shard_spec(i, &config, &log, counters[i].clone()))
+        .map(|i| shard_spec(i, &config, log.as_ref(), counters[i].clone()))
         .collect();
     let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
     let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
@@ -509,7 +534,7 @@ pub fn info(lp: &Loop) -> Vec<ShardInfo> {
 
 /// The shared log's figures.
 pub fn log_info(lp: &Loop) -> Option<LogInfo> {
-    let log = &lp.extension::<Shards>()?.log;
+    let log = lp.extension::<Shards>()?.log.as_ref()?;
     let stats = log.stats();
     Some(LogInfo {
         fdatasyncs: stats.fdatasyncs,
@@ -572,8 +597,11 @@ pub fn supervision(lp: &Loop) -> serde_json::Value {
 }
 
 /// Name of what stores the data, for `/_status`.
-pub fn storage_name() -> &'static str {
-    "shared-wal+snapshots"
+pub fn storage_name(lp: &Loop) -> &'static str {
+    match lp.extension::<Shards>().map(|all| all.log.is_some()) {
+        Some(false) => "wal+snapshots",
+        _ => "shared-wal+snapshots",
+    }
 }
 
 /// Stops the tree (each shard flushes, snapshots and closes its stream),
@@ -595,7 +623,7 @@ pub fn stop_all(lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
 fn wait_for_exit(lp: &mut Loop, done: Box<dyn FnOnce(&mut Loop)>) {
     if ringvisor::behaviours::process_count(lp) == 0 {
         tracing::info!("shards flushed and stopped");
-        let Some(log) = lp.extension::<Shards>().map(|all| all.log.clone()) else {
+        let Some(log) = lp.extension::<Shards>().and_then(|all| all.log.clone()) else {
             lp.defer(done);
             return;
         };
@@ -633,6 +661,7 @@ mod tests {
             queue_capacity: capacity,
             max_value_bytes: 1 << 20,
             batches_in_flight: 2,
+            log: LogLayout::Shared,
         }
     }
 
@@ -713,6 +742,39 @@ mod tests {
                 Ok(KvReply::Deleted { existed: false }),
             ]
         );
+    }
+
+    #[test]
+    fn a_log_per_shard_serves_and_refuses_a_directory_with_a_shared_log() {
+        let per_shard = |dir: &tempfile::TempDir| ShardConfig {
+            log: LogLayout::PerShard,
+            ..config(dir, 16)
+        };
+        let shared_before = tempfile::tempdir().unwrap();
+        std::fs::create_dir(shared_before.path().join(LOG_DIR)).unwrap();
+        let mut lp = Loop::new().unwrap();
+        let refused = start(&mut lp, per_shard(&shared_before), Vec::new()).unwrap_err();
+        assert!(refused.to_string().contains("--log shared"), "{refused}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, per_shard(&dir), Vec::new()).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let put = KvRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let slot = got.clone();
+        call(&mut lp, 1, put, Duration::from_secs(1), move |_, r| {
+            slot.borrow_mut().push(r)
+        });
+        run_until_answers(&mut lp, &got, 1);
+        assert_eq!(got.borrow()[0], Ok(KvReply::Stored { created: true }));
+        assert_eq!(storage_name(&lp), "wal+snapshots");
+        assert!(log_info(&lp).is_none(), "no shared log");
+        assert!(!dir.path().join(LOG_DIR).exists());
+        let fsyncs: u64 = info(&lp).iter().map(|i| i.fsyncs).sum();
+        assert_eq!(fsyncs, 1, "shard 1's own log synced the write");
     }
 
     #[test]
