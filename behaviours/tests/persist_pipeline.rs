@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use persist_common::*;
-use ringvisor_behaviours::persist::{Options, SharedLog, Store};
+use ringvisor_behaviours::persist::{Durability, Options, SharedLog, Store};
 use ringvisor_runtime::{backend_tests, Loop};
 
 /// Entries appended before a test stops appending.
@@ -56,6 +56,8 @@ fn append(lp: &mut Loop, store: &Store, stream: u32, seq: u64, acks: &Acks) {
 struct Ticker {
     stores: Vec<Store>,
     acks: Acks,
+    /// Most entries appended.
+    limit: usize,
     appended: RefCell<Vec<(u32, u64)>>,
     peak: std::cell::Cell<usize>,
     stopped: std::cell::Cell<bool>,
@@ -69,7 +71,7 @@ struct Ticker {
 fn tick(lp: &mut Loop, t: Rc<Ticker>) {
     t.peak.set(t.peak.get().max((t.in_flight)()));
     let i = t.appended.borrow().len();
-    if i == APPENDS || (t.stop)(&t) {
+    if i == t.limit || (t.stop)(&t) {
         t.stopped.set(true);
         return;
     }
@@ -80,12 +82,23 @@ fn tick(lp: &mut Loop, t: Rc<Ticker>) {
     lp.timer(Duration::ZERO, move |lp| tick(lp, t));
 }
 
-/// Runs [`tick`] until it stops; returns the `(stream, seq)`s in the order
+/// Runs [`tick`] until it stops, at most `APPENDS` entries; returns the `(stream, seq)`s in the order
 /// they were appended and the most batches seen in flight.
 fn append_one_per_tick(
     lp: &mut Loop,
     stores: Vec<Store>,
     acks: &Acks,
+    in_flight: impl Fn() -> usize + 'static,
+    stop: impl Fn(&Ticker) -> bool + 'static,
+) -> (Rc<Ticker>, Vec<(u32, u64)>, usize) {
+    append_per_tick_up_to(lp, stores, acks, APPENDS, in_flight, stop)
+}
+
+fn append_per_tick_up_to(
+    lp: &mut Loop,
+    stores: Vec<Store>,
+    acks: &Acks,
+    limit: usize,
     in_flight: impl Fn() -> usize + 'static,
     stop: impl Fn(&Ticker) -> bool + 'static,
 ) -> (Rc<Ticker>, Vec<(u32, u64)>, usize) {
@@ -102,6 +115,7 @@ fn append_one_per_tick(
     let ticker = Rc::new(Ticker {
         stores,
         acks: acks.clone(),
+        limit,
         appended: RefCell::new(first),
         peak: Default::default(),
         stopped: Default::default(),
@@ -206,5 +220,31 @@ backend_tests! {
         }
         assert!(n >= acked.len(), "every acknowledged entry survives ({n} < {})", acked.len());
         assert_eq!(acked[..], appended[..acked.len()], "acknowledged in log order");
+    }
+
+    fn an_interval_sync_runs_under_a_steady_load_of_batches(backend) {
+        // A due sync waits for the batches in flight and stops new ones:
+        // with a new batch every tick the pipeline must still drain.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut lp = new_loop(backend);
+        let options = Options {
+            durability: Durability::Interval(Duration::from_millis(1)),
+            ..pipelined(2)
+        };
+        let log = SharedLog::open_blocking(&mut lp, &tmp.path().join("log"), options).unwrap();
+        let store = log.open_stream_blocking(&mut lp, 0, &tmp.path().join("s0")).unwrap().0;
+        let acks = Acks::default();
+        let (l, m) = (log.clone(), log.clone());
+        let limit = 2_000_000;
+        let (_ticker, appended, _) = append_per_tick_up_to(
+            &mut lp,
+            vec![store],
+            &acks,
+            limit,
+            move || l.batches_in_flight(),
+            move |_| m.stats().fdatasyncs >= 3,
+        );
+        assert!(appended.len() < limit, "interval syncs ran while appends went on");
+        assert!(log.stats().batches > 3, "{:?}", log.stats());
     }
 }

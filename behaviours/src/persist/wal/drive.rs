@@ -54,10 +54,15 @@ pub(crate) fn drive<H: Host>(lp: &mut Loop, rc: &Rc<RefCell<H>>) {
     if wal.phase == Phase::Idle && wal.failure.is_none() {
         let queued = !wal.queue.is_empty();
         let sync_wanted = wal.sync_due || (closing && !queued);
-        if wal.unsynced && sync_wanted && wal.pipeline.is_empty() {
+        // A due sync (`Interval`, a close) waits for the batches in flight,
+        // and no new batch starts meanwhile: under a steady load the
+        // pipeline would otherwise never drain and the sync never run.
+        let sync_waits = wal.unsynced && sync_wanted;
+        if sync_waits && wal.pipeline.is_empty() {
             return start_sync(lp, rc, wal);
         }
-        while !wal.queue.is_empty() && wal.pipeline.len() < wal.options.batches_in_flight_max {
+        let room = wal.options.batches_in_flight_max;
+        while !sync_waits && !wal.queue.is_empty() && wal.pipeline.len() < room {
             let (count, bytes) = wal.pick_batch();
             if !wal.needs_roll(bytes) {
                 seal(wal, count, bytes);
