@@ -4,11 +4,13 @@
 //! concurrent writers. A writer keeps one append outstanding and appends
 //! again when it is acknowledged (durable).
 //!
-//! Then: many shards sharing one log writer against one log per shard.
+//! Then: many shards as streams of one [`SharedLog`] (one writer) against
+//! one log per shard.
 //!
 //! After criterion's runs it prints a table with writes/s and fdatasyncs per
 //! acknowledged write on both backends (skipped under `--test`, or with
-//! `GROUP_COMMIT_TABLE=0`).
+//! `GROUP_COMMIT_TABLE=0`; `GROUP_COMMIT_TABLE=shards` prints the shards
+//! table only).
 //!
 //! ```text
 //! cargo bench --bench group_commit
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use ringvisor::behaviours::persist::{open_blocking, Options, Store, StoreStats};
+use ringvisor::behaviours::persist::{open_blocking, Options, SharedLog, Store, StoreStats};
 use ringvisor::{Backend, Loop};
 
 const WRITERS: [usize; 4] = [1, 8, 64, 256];
@@ -31,7 +33,10 @@ const WRITES_PER_ITER: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
+    /// Group commit, up to `BATCHES_IN_FLIGHT_MAX_DEFAULT` batches in flight.
     Group,
+    /// Group commit, one batch in flight (double buffering).
+    GroupSerial,
     PerWrite,
 }
 
@@ -39,6 +44,7 @@ impl Commit {
     fn name(self) -> &'static str {
         match self {
             Commit::Group => "group_commit",
+            Commit::GroupSerial => "group_commit_serial",
             Commit::PerWrite => "fdatasync_per_write",
         }
     }
@@ -46,6 +52,10 @@ impl Commit {
     fn options(self) -> Options {
         match self {
             Commit::Group => Options::default(),
+            Commit::GroupSerial => Options {
+                batches_in_flight_max: 1,
+                ..Options::default()
+            },
             Commit::PerWrite => Options {
                 batch_entries_max: 1,
                 ..Options::default()
@@ -109,22 +119,31 @@ enum Amount {
     For(Duration),
 }
 
-/// Durable writes by `writers_per_shard` writers on each of `shards` stores
-/// (each with its own directory and log), all on one loop.
+/// Durable writes by `writers_per_shard` writers on each of `shards` stores,
+/// all on one loop: each with its own directory and log, or (`shared`) all
+/// streams of one shared log.
 fn durable_writes(
     backend: Backend,
     commit: Commit,
     shards: usize,
     writers_per_shard: usize,
+    shared: bool,
     amount: Amount,
 ) -> Run {
     let mut lp = Loop::builder().backend(backend).build().expect("loop");
     let base = scratch_dir();
     std::fs::create_dir_all(&base).expect("scratch dir");
+    let log = shared.then(|| {
+        SharedLog::open_blocking(&mut lp, &base.join("log"), commit.options()).expect("open log")
+    });
     let stores: Vec<Rc<Store>> = (0..shards)
         .map(|i| {
             let dir = base.join(format!("shard-{i}"));
-            let (store, _) = open_blocking(&mut lp, &dir, commit.options()).expect("open");
+            let (store, _) = match &log {
+                Some(log) => log.open_stream_blocking(&mut lp, i as u32, &dir),
+                None => open_blocking(&mut lp, &dir, commit.options()),
+            }
+            .expect("open");
             Rc::new(store)
         })
         .collect();
@@ -158,7 +177,14 @@ fn durable_writes(
             .close(&mut lp, |_, res| res.expect("close"))
             .expect("close");
     }
+    if let Some(log) = &log {
+        // A stream's counters count each shared fdatasync once per stream.
+        stats = log.stats();
+        log.close(&mut lp, |_, res| res.expect("close log"))
+            .expect("close log");
+    }
     lp.run().expect("loop");
+    drop(log);
     drop(stores);
     std::fs::remove_dir_all(&base).expect("remove scratch dir");
     Run {
@@ -181,7 +207,8 @@ fn bench_writers(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(writers), |b| {
                 b.iter_custom(|iters| {
                     let total = iters * WRITES_PER_ITER;
-                    durable_writes(Backend::Auto, commit, 1, writers, Amount::Writes(total)).elapsed
+                    let amount = Amount::Writes(total);
+                    durable_writes(Backend::Auto, commit, 1, writers, false, amount).elapsed
                 })
             });
         }
@@ -189,7 +216,9 @@ fn bench_writers(c: &mut Criterion) {
     }
 }
 
-/// 8 shards with 8 writers each: one shared log against a log per shard.
+/// 8 shards with 8 writers each: streams of one shared log against a log
+/// per shard, each with batches pipelined (the default) and with one batch
+/// in flight at a time (`_serial`).
 fn bench_shards(c: &mut Criterion) {
     let mut group = c.benchmark_group("shards_8x8");
     group
@@ -198,30 +227,20 @@ fn bench_shards(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(WRITES_PER_ITER));
-    group.bench_function("shared_log", |b| {
-        b.iter_custom(|iters| {
-            durable_writes(
-                Backend::Auto,
-                Commit::Group,
-                1,
-                64,
-                Amount::Writes(iters * WRITES_PER_ITER),
-            )
-            .elapsed
-        })
-    });
-    group.bench_function("log_per_shard", |b| {
-        b.iter_custom(|iters| {
-            durable_writes(
-                Backend::Auto,
-                Commit::Group,
-                8,
-                8,
-                Amount::Writes(iters * WRITES_PER_ITER),
-            )
-            .elapsed
-        })
-    });
+    let cases = [
+        ("shared_log", Commit::Group, true),
+        ("log_per_shard", Commit::Group, false),
+        ("shared_log_serial", Commit::GroupSerial, true),
+        ("log_per_shard_serial", Commit::GroupSerial, false),
+    ];
+    for (name, commit, shared) in cases {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let amount = Amount::Writes(iters * WRITES_PER_ITER);
+                durable_writes(Backend::Auto, commit, 8, 8, shared, amount).elapsed
+            })
+        });
+    }
     group.finish();
 }
 
@@ -238,12 +257,14 @@ fn backend_name(backend: Backend) -> &'static str {
 const TABLE_REPS: usize = 5;
 const TABLE_RUN: Duration = Duration::from_millis(300);
 
-fn median_runs(configs: &[(Commit, usize, usize)], backend: Backend) -> Vec<Run> {
+fn median_runs(configs: &[(Commit, usize, usize, bool)], backend: Backend) -> Vec<Run> {
     let mut runs: Vec<Vec<Run>> = configs.iter().map(|_| Vec::new()).collect();
     for _ in 0..TABLE_REPS {
-        for (i, &(commit, shards, writers)) in configs.iter().enumerate() {
+        for (i, &(commit, shards, writers, shared)) in configs.iter().enumerate() {
             let amount = Amount::For(TABLE_RUN);
-            runs[i].push(durable_writes(backend, commit, shards, writers, amount));
+            runs[i].push(durable_writes(
+                backend, commit, shards, writers, shared, amount,
+            ));
         }
     }
     runs.into_iter()
@@ -259,7 +280,10 @@ fn print_writers_table() {
     println!("|---|---|---|---|---|---|---|");
     for backend in [Backend::Uring, Backend::Poll] {
         for writers in WRITERS {
-            let configs = [(Commit::Group, 1, writers), (Commit::PerWrite, 1, writers)];
+            let configs = [
+                (Commit::Group, 1, writers, false),
+                (Commit::PerWrite, 1, writers, false),
+            ];
             let runs = median_runs(&configs, backend);
             let (group, single) = (&runs[0], &runs[1]);
             println!(
@@ -276,23 +300,31 @@ fn print_writers_table() {
 }
 
 fn print_shards_table() {
-    println!("\n| backend | layout | writes/s | entries/fdatasync |");
-    println!("|---|---|---|---|");
+    println!("\n| backend | layout | batches in flight | writes/s | entries/fdatasync |");
+    println!("|---|---|---|---|---|");
     let layouts = [
-        ("1 shared log, 64 writers", 1, 64),
-        ("8 logs x 8 writers", 8, 8),
-        ("64 logs x 1 writer", 64, 1),
+        ("1 log, 64 writers", 1, 64, false),
+        ("1 shared log, 8 streams x 8 writers", 8, 8, true),
+        ("8 logs x 8 writers", 8, 8, false),
+        ("64 logs x 1 writer", 64, 1, false),
     ];
+    let commits = [Commit::Group, Commit::GroupSerial];
     for backend in [Backend::Uring, Backend::Poll] {
         let configs: Vec<_> = layouts
             .iter()
-            .map(|&(_, s, w)| (Commit::Group, s, w))
+            .flat_map(|&(_, s, w, shared)| commits.map(|c| (c, s, w, shared)))
             .collect();
         let runs = median_runs(&configs, backend);
-        for ((name, ..), run) in layouts.iter().zip(&runs) {
+        for (&(commit, ..), (name, run)) in configs.iter().zip(
+            layouts
+                .iter()
+                .flat_map(|(name, ..)| commits.map(|_| name))
+                .zip(&runs),
+        ) {
             println!(
-                "| {} | {name} | {:.0} | {:.1} |",
+                "| {} | {name} | {} | {:.0} | {:.1} |",
                 backend_name(backend),
+                commit.options().batches_in_flight_max,
                 run.writes_per_sec(),
                 1.0 / run.fdatasyncs_per_ack()
             );
@@ -306,9 +338,12 @@ fn main() {
     bench_shards(&mut criterion);
     criterion.final_summary();
     let test_mode = std::env::args().any(|a| a == "--test");
-    let table = std::env::var("GROUP_COMMIT_TABLE").map_or(true, |v| v != "0");
-    if table && !test_mode {
-        print_writers_table();
+    // GROUP_COMMIT_TABLE=0: no tables; =shards: the shards table only.
+    let table = std::env::var("GROUP_COMMIT_TABLE").unwrap_or_default();
+    if table != "0" && !test_mode {
+        if table != "shards" {
+            print_writers_table();
+        }
         print_shards_table();
     }
 }

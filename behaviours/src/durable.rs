@@ -67,7 +67,9 @@ use ringvisor_runtime::Loop;
 
 use crate::call::From;
 use crate::gen_server::{self, Ctx, GenServer, Init, Reply, ServerRef, StartError, StartOptions};
-use crate::persist::{DecodeError, Durability, OpenError, Options, Recovered, Store, StoreStats};
+use crate::persist::{
+    DecodeError, Durability, OpenError, Options, Recovered, SharedLog, Store, StoreStats,
+};
 use crate::pid::ExitReason;
 
 /// Entries between snapshots by default.
@@ -121,21 +123,45 @@ pub trait DurableServer: Sized + 'static {
 /// Where and how a durable server keeps its state.
 #[derive(Debug, Clone)]
 pub struct DurableOptions {
-    /// Its data directory (one per server; locked while open).
+    /// Its data directory (one per server; locked while open). With a
+    /// shared log: the directory of its snapshots.
     pub dir: PathBuf,
-    /// The store's durability and limits.
+    /// The store's durability and limits (ignored with a shared log, whose
+    /// own options apply).
     pub store: Options,
     /// Snapshot (and compact the log) after this many entries.
     pub snapshot_every_entries: u64,
+    /// Log to a stream of this shared log instead of a log of its own.
+    pub log: Option<(SharedLog, u32)>,
 }
 
 impl DurableOptions {
-    /// Defaults (`Durability::Always`) in `dir`.
+    /// Defaults (`Durability::Always`) in `dir`, with a log of its own.
     pub fn new(dir: impl Into<PathBuf>) -> DurableOptions {
         DurableOptions {
             dir: dir.into(),
             store: Options::default(),
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES_DEFAULT,
+            log: None,
+        }
+    }
+
+    /// Defaults, logging to stream `stream` of `log` (one writer and one
+    /// `fdatasync` per tick for every server on it), snapshots in `dir`.
+    ///
+    /// ```
+    /// use ringvisor_behaviours::durable::DurableOptions;
+    /// use ringvisor_behaviours::persist::{Options, SharedLog};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let mut lp = ringvisor_runtime::Loop::new().unwrap();
+    /// let log = SharedLog::open_blocking(&mut lp, &tmp.path().join("log"), Options::default()).unwrap();
+    /// let options = DurableOptions::shared(tmp.path().join("server-0"), &log, 0);
+    /// assert_eq!(options.log.map(|(_, stream)| stream), Some(0));
+    /// ```
+    pub fn shared(dir: impl Into<PathBuf>, log: &SharedLog, stream: u32) -> DurableOptions {
+        DurableOptions {
+            log: Some((log.clone(), stream)),
+            ..DurableOptions::new(dir)
         }
     }
 }
@@ -201,9 +227,11 @@ impl<D: DurableServer> GenServer for Durable<D> {
     fn init((args, options): Self::Args, ctx: &mut Ctx<Self>) -> Init<Self> {
         let opened = ctx.later(|me: &mut Durable<D>, ctx, result| me.recovered(ctx, result));
         let (dir, store_options) = (options.dir.clone(), options.store.clone());
-        Store::open(ctx.lp(), dir, store_options, move |lp, result| {
-            opened.complete(lp, result)
-        });
+        let on_open = move |lp: &mut Loop, result| opened.complete(lp, result);
+        match &options.log {
+            Some((log, stream)) => log.open_stream(ctx.lp(), *stream, dir, on_open),
+            None => Store::open(ctx.lp(), dir, store_options, on_open),
+        }
         Init::ok(Durable {
             args,
             options,
@@ -241,7 +269,7 @@ impl<D: DurableServer> GenServer for Durable<D> {
         else {
             return;
         };
-        let memory_only = self.options.store.durability == Durability::Never;
+        let memory_only = store.durability() == Durability::Never;
         if reason.is_normal()
             && (memory_only || self.entries_since_snapshot > 0)
             && !self.snapshotting

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{new_loop, run_until};
 use ringvisor_behaviours::durable::{self, Decision, Durable, DurableOptions, DurableServer};
 use ringvisor_behaviours::gen_server::{self, ServerRef, StartOptions};
-use ringvisor_behaviours::persist::{DecodeError, Durability};
+use ringvisor_behaviours::persist::{DecodeError, Durability, Options, SharedLog};
 use ringvisor_behaviours::supervisor::{self, ChildSpec, Flags, Strategy};
 use ringvisor_behaviours::{whereis, CallError, ExitReason};
 use ringvisor_runtime::{backend_tests, Loop};
@@ -183,5 +183,43 @@ backend_tests! {
             Err(CallError::Exit(ExitReason::Error(m))) => assert!(m.contains("recovery failed"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    // Two servers on one shared log: one crashes with its entries in
+    // flight; it recovers them, and the other is untouched.
+    fn servers_on_a_shared_log_recover_their_own_state_after_a_crash(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = new_loop(backend);
+        let log = SharedLog::open_blocking(&mut lp, &dir.path().join("log"), Options::default()).unwrap();
+        let specs: Vec<ChildSpec> = (0..2u32)
+            .map(|i| {
+                let name = format!("counter-{i}");
+                let opts = DurableOptions::shared(dir.path().join(&name), &log, i);
+                ChildSpec::from_fn(name.clone(), move |lp, parent| {
+                    let start = StartOptions { parent: Some(parent), ..StartOptions::named(&name) };
+                    durable::start::<Counter>(lp, (), opts.clone(), start).map(|s| s.pid())
+                })
+            })
+            .collect();
+        let flags = Flags::new(Strategy::OneForOne).intensity(5, Duration::from_secs(10));
+        supervisor::start(&mut lp, "sup", flags, specs, StartOptions::default()).unwrap();
+        let results = Results::default();
+        let first = ServerRef::from_pid(whereis(&lp, "counter-0").unwrap());
+        let other = ServerRef::from_pid(whereis(&lp, "counter-1").unwrap());
+        for _ in 0..4 {
+            call(&mut lp, other, Cmd::Increment, &results);
+        }
+        for cmd in [Cmd::Increment, Cmd::Increment, Cmd::Reset, Cmd::Increment, Cmd::Reset, Cmd::Reset] {
+            call(&mut lp, first, cmd, &results);
+        }
+        run_until(&mut lp, |_| results.borrow().len() == 10);
+        assert!(matches!(results.borrow()[9], Err(CallError::Exit(ExitReason::Panic(_)))), "{:?}", results.borrow()[9]);
+        run_until(&mut lp, |lp| whereis(lp, "counter-0").is_some_and(|p| p != first.pid()));
+        let second = ServerRef::from_pid(whereis(&lp, "counter-0").unwrap());
+        call(&mut lp, second, Cmd::Read, &results);
+        call(&mut lp, other, Cmd::Read, &results);
+        run_until(&mut lp, |_| results.borrow().len() == 12);
+        assert_eq!(results.borrow()[10..], [Ok(0), Ok(4)], "each recovered its own entries");
+        assert_eq!(log.stats().entries_written, 9, "one log for both servers");
     }
 }

@@ -67,6 +67,8 @@ fn main() -> std::io::Result<()> {
             sync: config.sync,
             queue_capacity: usize::try_from(config.shard_queue_capacity).unwrap_or(usize::MAX),
             max_value_bytes: config.max_value_bytes(),
+            batches_in_flight: usize::try_from(config.batches_in_flight).unwrap_or(usize::MAX),
+            log: config.log,
         },
         vec![events::spec()],
     )?;

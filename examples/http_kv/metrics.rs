@@ -10,7 +10,7 @@ use std::time::Duration;
 use ringvisor::Stats;
 
 use crate::http::Method;
-use crate::shard::ShardInfo;
+use crate::shard::{LogInfo, ShardInfo};
 
 /// Statuses counted separately; anything else is counted as `other`.
 const STATUSES: [u16; 15] = [
@@ -79,6 +79,8 @@ pub struct Snapshot<'a> {
     pub connections_open: usize,
     /// Each shard's figures.
     pub shards: &'a [ShardInfo],
+    /// The shared log's figures.
+    pub log: Option<LogInfo>,
     /// Seconds since start.
     pub uptime_seconds: f64,
 }
@@ -90,6 +92,53 @@ pub fn render(snapshot: &Snapshot<'_>, out: &mut Vec<u8>) {
     render_connections(snapshot, out);
     render_loop(&snapshot.loop_stats, out);
     render_shards(snapshot.shards, out);
+    if let Some(log) = &snapshot.log {
+        render_log(log, out);
+    }
+}
+
+fn render_log(log: &LogInfo, out: &mut Vec<u8>) {
+    let series: [(&str, &str, &str, u64); 6] = [
+        (
+            "ringvisor_log_fdatasyncs_total",
+            "counter",
+            "fdatasyncs of the shared log (each covers every shard's entries of its batch).",
+            log.fdatasyncs,
+        ),
+        (
+            "ringvisor_log_entries_written_total",
+            "counter",
+            "Entries written to the shared log, all shards.",
+            log.entries_written,
+        ),
+        (
+            "ringvisor_log_batches_total",
+            "counter",
+            "Batch writes of the shared log.",
+            log.batches,
+        ),
+        (
+            "ringvisor_log_bytes_written_total",
+            "counter",
+            "Bytes written to the shared log, headers included.",
+            log.bytes_written,
+        ),
+        (
+            "ringvisor_log_bytes",
+            "gauge",
+            "Bytes of valid records in the shared log's segments.",
+            log.log_bytes,
+        ),
+        (
+            "ringvisor_log_segments",
+            "gauge",
+            "Segment files of the shared log.",
+            log.segments,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        counter(out, name, kind, help, value);
+    }
 }
 
 fn header(out: &mut Vec<u8>, name: &str, kind: &str, help: &str) {
@@ -292,7 +341,7 @@ fn render_shards(shards: &[ShardInfo], out: &mut Vec<u8>) {
         (
             "ringvisor_shard_log_bytes",
             "gauge",
-            "Write-ahead log bytes of each shard.",
+            "Bytes of each shard's entries written to the shared log.",
             |s| s.log_bytes,
         ),
         (
@@ -304,7 +353,7 @@ fn render_shards(shards: &[ShardInfo], out: &mut Vec<u8>) {
         (
             "ringvisor_shard_fsyncs_total",
             "counter",
-            "fdatasyncs of each shard.",
+            "fdatasyncs of the shared log that carried each shard's entries.",
             |s| s.fsyncs,
         ),
     ];
@@ -339,6 +388,11 @@ mod tests {
             loop_stats: Stats::default(),
             connections_open: 2,
             shards: &shards,
+            log: Some(LogInfo {
+                fdatasyncs: 3,
+                entries_written: 24,
+                ..LogInfo::default()
+            }),
             uptime_seconds: 1.5,
         };
         let mut out = Vec::new();
@@ -352,6 +406,8 @@ mod tests {
         assert!(text.contains("http_request_duration_seconds_count 3\n"));
         assert!(text.contains("ringvisor_shard_keys{shard=\"0\"} 4\n"));
         assert!(text.contains("http_connections_open 2\n"));
+        assert!(text.contains("ringvisor_log_fdatasyncs_total 3\n"));
+        assert!(text.contains("ringvisor_log_entries_written_total 24\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

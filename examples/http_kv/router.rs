@@ -294,6 +294,7 @@ fn render_metrics(lp: &Loop) -> Vec<u8> {
         loop_stats: lp.stats(),
         connections_open: s.conns.len(),
         shards: &shards,
+        log: shard::log_info(lp),
         uptime_seconds: lp.now().saturating_duration_since(s.started).as_secs_f64(),
     };
     let mut out = Vec::with_capacity(8 * 1024);

@@ -6,12 +6,18 @@
 //! FNV-1a hash, so routing survives restarts. [`info`], [`supervision`] and
 //! [`stop_all`] are what `/_status`, `/metrics` and shutdown need.
 //!
-//! The shards: one durable gen_server ([`KvShard`]) per shard, each with its
-//! own data directory (`DATA/shard-N`), registered as `shard-N`, under a
-//! `OneForOne` shard supervisor, under the root supervisor `http_kv`. A write
-//! is acknowledged once durable (with `--sync always`: group-committed, one
-//! `fdatasync` per tick for all writes of that shard). `Crash` panics the
-//! shard; its supervisor restarts it from its snapshot and log.
+//! The shards: one durable gen_server ([`KvShard`]) per shard, registered as
+//! `shard-N`, under a `OneForOne` shard supervisor, under the root
+//! supervisor `http_kv`. Every shard logs to its stream (N) of one shared
+//! log (`DATA/log/`, opened before the tree starts and closed after it
+//! stops, so it outlives any shard); its snapshots go to `DATA/shard-N/`. A
+//! write is acknowledged once durable (with `--sync always`:
+//! group-committed, each batch carrying the writes of all shards, up to
+//! `--batches-in-flight` batches with their fdatasyncs overlapping).
+//! `Crash` panics the shard; its supervisor restarts it from its snapshot
+//! and its entries in the shared log (once the writer holds none of them).
+//! With `--log per-shard` each shard has a log of its own in
+//! `DATA/shard-N/` instead (kept to compare the two: see `config.rs`).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -23,12 +29,14 @@ use std::time::Duration;
 
 use ringvisor::behaviours::durable::{self, Decision, Durable, DurableOptions, DurableServer};
 use ringvisor::behaviours::gen_server::{self, ServerRef, StartOptions};
-use ringvisor::behaviours::persist::{DecodeError, Durability, StoreStats, RECORD_HEADER_BYTES};
+use ringvisor::behaviours::persist::{
+    DecodeError, Durability, Options, SharedLog, StoreStats, RECORD_HEADER_BYTES,
+};
 use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, Flags, Strategy};
 use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill, Pid};
 use ringvisor::Loop;
 
-use crate::config::SyncMode;
+use crate::config::{LogLayout, SyncMode};
 use crate::key::Key;
 
 /// A stored value, shared without copying between the shard and responses.
@@ -102,14 +110,32 @@ pub enum ShardError {
 pub struct ShardInfo {
     /// Keys held.
     pub keys: u64,
-    /// Bytes of its write-ahead log (0 while shards are in memory only).
+    /// Bytes of its entries written to the shared log since start.
     pub log_bytes: u64,
     /// Times it was restarted (crashed and recovered).
     pub restarts: u64,
-    /// fdatasyncs made.
+    /// fdatasyncs of the shared log that carried its entries (one
+    /// fdatasync usually carries several shards': see [`LogInfo`]).
     pub fsyncs: u64,
     /// `running`, `restarting`, ...
     pub state: &'static str,
+}
+
+/// What `/_status` and `/metrics` show of the shared log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogInfo {
+    /// fdatasyncs of the log (each covers every shard's entries of its batch).
+    pub fdatasyncs: u64,
+    /// Entries written, all shards.
+    pub entries_written: u64,
+    /// Batch writes.
+    pub batches: u64,
+    /// Bytes written since start, headers included.
+    pub bytes_written: u64,
+    /// Bytes of valid records in the segments on disk now.
+    pub log_bytes: u64,
+    /// Segment files now.
+    pub segments: u64,
 }
 
 /// What shards are started with.
@@ -125,6 +151,10 @@ pub struct ShardConfig {
     pub queue_capacity: usize,
     /// Largest value a PUT may store (sizes the log's records).
     pub max_value_bytes: usize,
+    /// Most log batches in flight at once.
+    pub batches_in_flight: usize,
+    /// One shared log, or a log per shard.
+    pub log: LogLayout,
 }
 
 /// The shard a key lives in: FNV-1a (64-bit) of the key bytes, modulo
@@ -333,6 +363,8 @@ fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 struct Shards {
     names: Vec<String>,
     counters: Vec<Rc<Counters>>,
+    /// The log every shard writes to (`--log shared`).
+    log: Option<SharedLog>,
     /// Each shard's Pid, written by its child spec's start function at
     /// every (re)start: a request finds its shard without hashing a name.
     /// Between an exit and the restart the stale Pid gets `NoProc`, as
@@ -348,20 +380,45 @@ fn durability(sync: SyncMode) -> Durability {
     }
 }
 
-fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> ChildSpec {
-    let name = format!("shard-{index}");
-    let mut options = DurableOptions::new(config.data_dir.join(&name));
-    options.store.durability = durability(config.sync);
-    // A record holds the largest value plus its key and entry header.
-    let store = &mut options.store;
+/// Directory of the shared log under the data directory.
+pub const LOG_DIR: &str = "log";
+
+/// The shared log's durability and limits.
+fn log_options(config: &ShardConfig) -> Options {
+    let mut store = Options {
+        durability: durability(config.sync),
+        batches_in_flight_max: config.batches_in_flight,
+        ..Options::default()
+    };
+    // A record holds the largest value plus its key, entry header and the
+    // shared log's stream prefix (16 bytes covers both).
     store.record_bytes_max = store
         .record_bytes_max
         .max(config.max_value_bytes + KEY_BYTES_MAX + 16);
     store.batch_bytes_max = store
         .batch_bytes_max
-        .max(store.record_bytes_max + RECORD_HEADER_BYTES);
+        .max(store.record_bytes_max + RECORD_HEADER_BYTES + 16);
     store.pending_bytes_max = store.pending_bytes_max.max(store.batch_bytes_max * 4);
     store.segment_bytes_max = store.segment_bytes_max.max(store.batch_bytes_max as u64);
+    store
+}
+
+fn shard_spec(
+    index: usize,
+    config: &ShardConfig,
+    log: Option<&SharedLog>,
+    counters: Rc<Counters>,
+) -> ChildSpec {
+    let name = format!("shard-{index}");
+    let stream = u32::try_from(index).expect("shard count is limited far below u32::MAX");
+    let dir = config.data_dir.join(&name);
+    let options = match log {
+        Some(log) => DurableOptions::shared(dir, log, stream),
+        None => DurableOptions {
+            store: log_options(config),
+            ..DurableOptions::new(dir)
+        },
+    };
     let capacity = config.queue_capacity;
     let registered = name.clone();
     ChildSpec::from_fn(name, move |lp, parent| {
@@ -380,13 +437,31 @@ fn shard_spec(index: usize, config: &ShardConfig, counters: Rc<Counters>) -> Chi
     .shutdown(supervisor::Shutdown::Timeout(SHARD_SHUTDOWN))
 }
 
-/// Starts the supervision tree: `http_kv` over `shards` (one durable
-/// gen_server per shard) and then `others` (the request event manager).
+/// Opens the shared log (`DATA/log`; its lock refuses a second process on
+/// the same data directory), then starts the supervision tree: `http_kv`
+/// over `shards` (one durable gen_server per shard) and then `others` (the
+/// request event manager).
 pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::Result<()> {
     assert!(config.shards > 0 && config.queue_capacity > 0);
+    let log_dir = config.data_dir.join(LOG_DIR);
+    let log = match config.log {
+        LogLayout::Shared => Some(
+            SharedLog::open_blocking(lp, &log_dir, log_options(&config))
+                .map_err(|e| io::Error::other(format!("opening the log: {e}")))?,
+        ),
+        // The shards' entries would be in DATA/log, unread: refuse.
+        LogLayout::PerShard if log_dir.exists() => {
+            let message = format!(
+                "{} holds a shared log: start with --log shared",
+                log_dir.display()
+            );
+            return Err(io::Error::other(message));
+        }
+        LogLayout::PerShard => None,
+    };
     let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
     let specs: Vec<ChildSpec> = (0..config.shards)
-        .map(|i| shard_spec(i, &config, counters[i].clone()))
+        .map(|i| shard_spec(i, &config, log.as_ref(), counters[i].clone()))
         .collect();
     let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
     let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
@@ -399,6 +474,7 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
     lp.insert_extension(Shards {
         names,
         counters: counters.clone(),
+        log,
         pids,
     });
     supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
@@ -472,6 +548,20 @@ pub fn info(lp: &Loop) -> Vec<ShardInfo> {
         .collect()
 }
 
+/// The shared log's figures.
+pub fn log_info(lp: &Loop) -> Option<LogInfo> {
+    let log = lp.extension::<Shards>()?.log.as_ref()?;
+    let stats = log.stats();
+    Some(LogInfo {
+        fdatasyncs: stats.fdatasyncs,
+        entries_written: stats.entries_written,
+        batches: stats.batches,
+        bytes_written: stats.bytes_written,
+        log_bytes: log.log_bytes(),
+        segments: log.segments() as u64,
+    })
+}
+
 fn state_name(state: ChildState) -> &'static str {
     match state {
         ChildState::Running(_) => "running",
@@ -523,12 +613,16 @@ pub fn supervision(lp: &Loop) -> serde_json::Value {
 }
 
 /// Name of what stores the data, for `/_status`.
-pub fn storage_name() -> &'static str {
-    "wal+snapshot"
+pub fn storage_name(lp: &Loop) -> &'static str {
+    match lp.extension::<Shards>().map(|all| all.log.is_some()) {
+        Some(false) => "wal+snapshots",
+        _ => "shared-wal+snapshots",
+    }
 }
 
-/// Stops the tree (each shard flushes, snapshots and closes its files),
-/// then runs `done` once every shard process is gone.
+/// Stops the tree (each shard flushes, snapshots and closes its stream),
+/// then, once every shard process is gone, closes the shared log and runs
+/// `done`.
 pub fn stop_all(lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
     if let Some(root) = whereis(lp, ROOT) {
         ringvisor::behaviours::stop_process(
@@ -545,7 +639,26 @@ pub fn stop_all(lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
 fn wait_for_exit(lp: &mut Loop, done: Box<dyn FnOnce(&mut Loop)>) {
     if ringvisor::behaviours::process_count(lp) == 0 {
         tracing::info!("shards flushed and stopped");
-        lp.defer(done);
+        let Some(log) = lp.extension::<Shards>().and_then(|all| all.log.clone()) else {
+            lp.defer(done);
+            return;
+        };
+        let done = Rc::new(Cell::new(Some(done)));
+        let on_closed = done.clone();
+        let closing = log.close(lp, move |lp, res| {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "closing the shared log failed");
+            }
+            if let Some(done) = on_closed.take() {
+                done(lp);
+            }
+        });
+        if let Err(e) = closing {
+            tracing::warn!(error = %e, "the shared log was closed already");
+            if let Some(done) = done.take() {
+                lp.defer(done);
+            }
+        }
         return;
     }
     lp.timer(Duration::from_millis(5), move |lp| wait_for_exit(lp, done));
@@ -563,6 +676,8 @@ mod tests {
             sync: SyncMode::Always,
             queue_capacity: capacity,
             max_value_bytes: 1 << 20,
+            batches_in_flight: 2,
+            log: LogLayout::Shared,
         }
     }
 
@@ -643,6 +758,39 @@ mod tests {
                 Ok(KvReply::Deleted { existed: false }),
             ]
         );
+    }
+
+    #[test]
+    fn a_log_per_shard_serves_and_refuses_a_directory_with_a_shared_log() {
+        let per_shard = |dir: &tempfile::TempDir| ShardConfig {
+            log: LogLayout::PerShard,
+            ..config(dir, 16)
+        };
+        let shared_before = tempfile::tempdir().unwrap();
+        std::fs::create_dir(shared_before.path().join(LOG_DIR)).unwrap();
+        let mut lp = Loop::new().unwrap();
+        let refused = start(&mut lp, per_shard(&shared_before), Vec::new()).unwrap_err();
+        assert!(refused.to_string().contains("--log shared"), "{refused}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, per_shard(&dir), Vec::new()).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let put = KvRequest::Put {
+            key: Key::from(&b"k"[..]),
+            value: b"v".to_vec(),
+        };
+        let slot = got.clone();
+        call(&mut lp, 1, put, Duration::from_secs(1), move |_, r| {
+            slot.borrow_mut().push(r)
+        });
+        run_until_answers(&mut lp, &got, 1);
+        assert_eq!(got.borrow()[0], Ok(KvReply::Stored { created: true }));
+        assert_eq!(storage_name(&lp), "wal+snapshots");
+        assert!(log_info(&lp).is_none(), "no shared log");
+        assert!(!dir.path().join(LOG_DIR).exists());
+        let fsyncs: u64 = info(&lp).iter().map(|i| i.fsyncs).sum();
+        assert_eq!(fsyncs, 1, "shard 1's own log synced the write");
     }
 
     #[test]

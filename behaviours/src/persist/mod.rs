@@ -18,6 +18,10 @@
 //! [`RECORD_HEADER_BYTES`] of header); the CRC covers `len`, `seq` and the
 //! payload. Sequence numbers start at 1 and are contiguous across segments.
 //!
+//! Several stores of one loop may instead be streams of one [`SharedLog`]:
+//! one writer, one `fdatasync` per tick for all of them, snapshots still per
+//! store (see the `shared` module's documentation on [`SharedLog`]).
+//!
 //! # Guarantees
 //!
 //! - **Group commit.** Every entry appended during a tick goes out in one
@@ -55,6 +59,7 @@
 //! lp.run().unwrap();
 //! ```
 
+mod books;
 mod codec;
 mod error;
 mod fileio;
@@ -62,8 +67,11 @@ mod frame;
 mod layout;
 mod lock;
 mod options;
+mod own;
 mod recovery;
+mod shared;
 mod snapshot;
+mod stats;
 mod store;
 mod wal;
 
@@ -72,12 +80,14 @@ pub use error::{OpenError, StoreError};
 pub use frame::RECORD_HEADER_BYTES;
 pub use layout::{segment_file_name, LOCK_FILE, SNAPSHOT_FILE, SNAPSHOT_TEMP_FILE};
 pub use options::{
-    Durability, Options, BATCH_BYTES_MAX_DEFAULT, BATCH_ENTRIES_MAX_DEFAULT,
-    PENDING_BYTES_MAX_DEFAULT, RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT,
-    SNAPSHOT_BYTES_MAX_DEFAULT,
+    Durability, Options, BATCHES_IN_FLIGHT_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT,
+    BATCH_ENTRIES_MAX_DEFAULT, PENDING_BYTES_MAX_DEFAULT, RECORD_BYTES_MAX_DEFAULT,
+    SEGMENT_BYTES_MAX_DEFAULT, SNAPSHOT_BYTES_MAX_DEFAULT,
 };
 pub use recovery::{Recovered, TornTail};
+pub use shared::{SharedLog, STREAMS_MAX};
 pub use snapshot::{SnapshotStep, SNAPSHOT_HEADER_BYTES};
+pub use stats::StoreStats;
 #[doc(hidden)]
 pub use store::open_blocking;
-pub use store::{Store, StoreStats};
+pub use store::Store;

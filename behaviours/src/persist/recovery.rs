@@ -27,13 +27,14 @@ use super::frame::{decode_at, find_valid_after, Decoded};
 use super::layout::{self, SegmentFile, LOCK_FILE};
 use super::lock::DirLock;
 use super::options::{Durability, Options};
+use super::own::{Core, Parts};
 use super::snapshot;
-use super::store::{Parts, Store};
+use super::store::Store;
 use super::wal::{ClosedSegment, Segment};
 
 /// Largest log segment recovery reads (segments written under a larger
 /// `segment_bytes_max` than today's still open).
-const SEGMENT_READ_BYTES_MAX: u64 = 1 << 32;
+pub(crate) const SEGMENT_READ_BYTES_MAX: u64 = 1 << 32;
 
 /// What [`Store::open`] recovered: apply `entries` in order to `snapshot`
 /// (or to the initial state, if there is none) to get the state back.
@@ -89,7 +90,7 @@ pub struct TornTail {
 
 type OnOpen = Box<dyn FnOnce(&mut Loop, Result<(Store, Recovered), OpenError>)>;
 
-fn io_error(path: &Path, error: impl Into<io::Error>) -> OpenError {
+pub(crate) fn io_error(path: &Path, error: impl Into<io::Error>) -> OpenError {
     OpenError::Io {
         path: path.to_path_buf(),
         source: error.into(),
@@ -300,6 +301,8 @@ impl Recovery {
                 self.closed.push(ClosedSegment {
                     last_seq: end.last_seq,
                     path: file.path,
+                    len_bytes: end.valid_bytes as u64,
+                    streams: Vec::new(),
                 });
             }
             return self.read_next_segment(lp);
@@ -309,6 +312,7 @@ impl Recovery {
             path: file.path,
             len_bytes: end.valid_bytes as u64,
             last_seq: end.last_seq,
+            streams: Vec::new(),
         };
         let torn_bytes = bytes.len() - end.valid_bytes;
         if end.torn && torn_bytes > 0 {
@@ -365,6 +369,8 @@ impl Recovery {
                 self.closed.push(ClosedSegment {
                     last_seq: segment.last_seq,
                     path: segment.path,
+                    len_bytes: segment.len_bytes,
+                    streams: Vec::new(),
                 });
                 close_all(lp, vec![segment.fd], |_| {});
             }
@@ -386,21 +392,24 @@ impl Recovery {
             next_seq = parts.next_seq,
             "store recovered"
         );
-        (self.on_open)(lp, Ok((Store::from_parts(parts), self.recovered)))
+        (self.on_open)(
+            lp,
+            Ok((Store::own(Core::from_parts(parts)), self.recovered)),
+        )
     }
 }
 
 /// Where a segment's valid records end.
 #[derive(Debug, PartialEq, Eq)]
-struct SegmentEnd {
-    valid_bytes: usize,
+pub(crate) struct SegmentEnd {
+    pub(crate) valid_bytes: usize,
     /// Last valid record's seq (`first_seq - 1` if none).
-    last_seq: u64,
+    pub(crate) last_seq: u64,
     /// The bytes after `valid_bytes` are a torn record (not just zeros).
-    torn: bool,
+    pub(crate) torn: bool,
 }
 
-fn corrupt(file: &SegmentFile, offset: usize, reason: String) -> OpenError {
+pub(crate) fn corrupt(file: &SegmentFile, offset: usize, reason: String) -> OpenError {
     OpenError::Corrupt {
         file: file.path.clone(),
         offset: offset as u64,
@@ -453,17 +462,18 @@ fn scan_records(
             Decoded::Incomplete => "incomplete record",
             Decoded::Bad(reason) => reason,
         };
-        return end_at_bad_record(bytes, file, is_last, options, offset, last_seq, reason);
+        let max = options.record_bytes_max;
+        return end_at_bad_record(bytes, file, is_last, max, offset, last_seq, reason);
     }
 }
 
 /// Decides what the bytes from the first bad record at `offset` on are: a
 /// clean end (zeros), a torn tail, or corruption.
-fn end_at_bad_record(
+pub(crate) fn end_at_bad_record(
     bytes: &[u8],
     file: &SegmentFile,
     is_last: bool,
-    options: &Options,
+    record_bytes_max: usize,
     offset: usize,
     last_seq: u64,
     reason: &str,
@@ -480,8 +490,7 @@ fn end_at_bad_record(
         let reason = format!("{reason} in a segment that is not the last");
         return Err(corrupt(file, offset, reason));
     }
-    let max = options.record_bytes_max;
-    if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, max) {
+    if let Some((at, seq)) = find_valid_after(bytes, offset, last_seq, record_bytes_max) {
         let reason = format!("{reason}, followed by a valid record (seq {seq} at offset {at})");
         return Err(corrupt(file, offset, reason));
     }

@@ -1,13 +1,9 @@
-//! The façade: [`Store`] ties the log writer, snapshots and closing together.
-//!
-//! A store is shared between its owner and its in-flight ops through an
-//! `Rc<RefCell<Core>>`. No borrow of the core is ever held while a caller's
-//! callback runs, so callbacks may append, snapshot or close freely. The core
-//! (and with it every fd) lives until the last op holding it has completed.
+//! The façade: [`Store`], a stream of entries with snapshots, backed by its
+//! own log (see `own.rs`) or by a stream of a [`super::SharedLog`] (see
+//! `shared/stream.rs`). Both keep the same contract.
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -15,67 +11,15 @@ use ringvisor_runtime::Loop;
 
 use super::codec::Codec;
 use super::error::{OpenError, StoreError};
-use super::fileio::{close_all, close_fd, unlink_all};
-use super::lock::DirLock;
 use super::options::{Durability, Options};
+use super::own::{self, Shared};
 use super::recovery::{self, Recovered};
-use super::snapshot::{self, SnapshotStep, SNAPSHOT_HEADER_BYTES};
-use super::wal::{self, ClosedSegment, OnDurable, Segment, Wal};
+use super::shared::Handle;
+use super::snapshot::SnapshotStep;
+use super::stats::StoreStats;
 
-pub use super::wal::StoreStats;
-
-type OnDone = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
-
-/// Everything a store owns.
-pub(crate) struct Core {
-    pub(crate) dir: PathBuf,
-    pub(crate) options: Options,
-    dir_fd: Option<OwnedFd>,
-    lock: Option<DirLock>,
-    next_seq: u64,
-    /// Covering sequence number of the latest durable snapshot (0: none).
-    pub(crate) snapshot_seq: u64,
-    snapshot_busy: bool,
-    /// Set by `close`; taken when the close completes.
-    pub(crate) closing: Option<OnDone>,
-    closed: bool,
-    pub(crate) wal: Wal,
-}
-
-impl Core {
-    pub(crate) fn dir_fd(&self) -> RawFd {
-        self.dir_fd
-            .as_ref()
-            .expect("directory fd is open until close")
-            .as_raw_fd()
-    }
-
-    fn check_open(&self) -> Result<(), StoreError> {
-        if self.closed || self.closing.is_some() {
-            return Err(StoreError::Closed);
-        }
-        match &self.wal.failure {
-            Some((_, reason)) => Err(StoreError::Failed {
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What recovery hands over to build a store.
-pub(crate) struct Parts {
-    pub(crate) dir: PathBuf,
-    pub(crate) options: Options,
-    pub(crate) dir_fd: OwnedFd,
-    pub(crate) lock: DirLock,
-    pub(crate) next_seq: u64,
-    pub(crate) snapshot_seq: u64,
-    pub(crate) segment: Option<Segment>,
-    pub(crate) closed: Vec<ClosedSegment>,
-}
-
-/// An open data directory: append entries, write snapshots, close.
+/// An open data directory (or a stream of a [`super::SharedLog`]): append
+/// entries, write snapshots, close.
 ///
 /// Entries get consecutive sequence numbers from
 /// [`Recovered::next_seq`] on. Appends made in one tick are written together
@@ -105,16 +49,20 @@ pub(crate) struct Parts {
 /// assert_eq!(acked.get(), 64);
 /// ```
 pub struct Store {
-    core: Rc<RefCell<Core>>,
+    inner: Inner,
+}
+
+enum Inner {
+    Own(Shared),
+    Stream(Handle),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let core = self.core.borrow();
         f.debug_struct("Store")
-            .field("dir", &core.dir)
-            .field("next_seq", &core.next_seq)
-            .field("snapshot_seq", &core.snapshot_seq)
+            .field("dir", &self.dir())
+            .field("next_seq", &self.next_seq())
+            .field("snapshot_seq", &self.snapshot_seq())
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +73,8 @@ impl Store {
     /// log record after it, and hands the store and what it recovered to
     /// `on_open`. Fails with [`OpenError::Locked`] if another open store holds
     /// the directory, [`OpenError::Corrupt`] if data is damaged in a way that
-    /// is not a torn tail.
+    /// is not a torn tail. (For a stream of a shared log, see
+    /// [`super::SharedLog::open_stream`].)
     ///
     /// The lock (`flock`, never waiting) and the directory listing run on the
     /// loop thread, once; every read and write goes through loop ops.
@@ -138,22 +87,15 @@ impl Store {
         recovery::open(lp, dir.into(), options, Box::new(on_open));
     }
 
-    pub(crate) fn from_parts(parts: Parts) -> Store {
-        let wal = Wal::new(parts.segment, parts.closed);
-        let core = Core {
-            dir: parts.dir,
-            options: parts.options,
-            dir_fd: Some(parts.dir_fd),
-            lock: Some(parts.lock),
-            next_seq: parts.next_seq,
-            snapshot_seq: parts.snapshot_seq,
-            snapshot_busy: false,
-            closing: None,
-            closed: false,
-            wal,
-        };
+    pub(crate) fn own(core: Shared) -> Store {
         Store {
-            core: Rc::new(RefCell::new(core)),
+            inner: Inner::Own(core),
+        }
+    }
+
+    pub(crate) fn stream(handle: Handle) -> Store {
+        Store {
+            inner: Inner::Stream(handle),
         }
     }
 
@@ -202,27 +144,18 @@ impl Store {
         encode: impl FnOnce(&mut Vec<u8>),
         on_durable: impl FnOnce(&mut Loop, io::Result<u64>) + 'static,
     ) -> Result<u64, StoreError> {
-        let mut guard = self.core.borrow_mut();
-        let core = &mut *guard;
-        core.check_open()?;
-        let seq = core.next_seq;
-        if core.options.durability == Durability::Never {
-            core.next_seq += 1;
-            lp.defer(move |lp| on_durable(lp, Ok(seq)));
-            return Ok(seq);
+        let on_durable = Box::new(on_durable);
+        match &self.inner {
+            Inner::Own(core) => own::append_with(core, lp, encode, on_durable),
+            Inner::Stream(handle) => handle.append_with(lp, encode, on_durable),
         }
-        let on_durable: OnDurable = Box::new(on_durable);
-        core.wal.enqueue(&core.options, seq, encode, on_durable)?;
-        core.next_seq += 1;
-        drop(guard);
-        wal::schedule_flush(lp, &self.core);
-        Ok(seq)
     }
 
     /// Makes `state` (the caller's encoding of its state after applying every
     /// entry up to and including `covering_seq`) the new snapshot, then drops
-    /// the log segments it covers. `on_done` runs once the snapshot is
-    /// durable and the covered segments are unlinked. On `Err` nothing
+    /// the log segments it covers (for a stream of a shared log: the segments
+    /// every stream's snapshot now covers). `on_done` runs once the snapshot
+    /// is durable and the covered segments are unlinked. On `Err` nothing
     /// started and `on_done` is dropped uncalled.
     ///
     /// ```
@@ -256,7 +189,9 @@ impl Store {
     }
 
     /// [`Store::snapshot`], stopping after `stop_after`: crash tests use this
-    /// to leave the directory as a crash at that point would.
+    /// to leave the directory as a crash at that point would. (A stream of a
+    /// shared log never rolls the shared log for its snapshot:
+    /// `LogRolled` stops where `DirSynced` does.)
     #[doc(hidden)]
     pub fn snapshot_until(
         &self,
@@ -266,40 +201,21 @@ impl Store {
         stop_after: SnapshotStep,
         on_done: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
     ) -> Result<(), StoreError> {
-        let mut core = self.core.borrow_mut();
-        core.check_open()?;
-        if core.snapshot_busy {
-            return Err(StoreError::SnapshotBusy);
+        let on_done = Box::new(on_done);
+        match &self.inner {
+            Inner::Own(core) => {
+                own::snapshot_until(core, lp, state, covering_seq, stop_after, on_done)
+            }
+            Inner::Stream(handle) => {
+                handle.snapshot_until(lp, state, covering_seq, stop_after, on_done)
+            }
         }
-        if covering_seq < core.snapshot_seq || covering_seq >= core.next_seq {
-            return Err(StoreError::BadCoveringSeq {
-                covering_seq,
-                snapshot_seq: core.snapshot_seq,
-                next_seq: core.next_seq,
-            });
-        }
-        let max = core.options.snapshot_bytes_max as usize;
-        if state.len().saturating_add(SNAPSHOT_HEADER_BYTES) > max {
-            return Err(StoreError::TooLarge {
-                bytes: state.len(),
-                max,
-            });
-        }
-        core.snapshot_busy = true;
-        let (dir, dir_fd) = (core.dir.clone(), core.dir_fd());
-        drop(core);
-        let rc = self.core.clone();
-        let on_done: OnDone = Box::new(on_done);
-        let written: OnDone = Box::new(move |lp, res| {
-            on_snapshot_written(lp, &rc, covering_seq, stop_after, res, on_done)
-        });
-        snapshot::write(lp, &dir, dir_fd, state, covering_seq, stop_after, written);
-        Ok(())
     }
 
     /// Flushes everything queued, waits for the batch in flight and any
     /// snapshot being written, `fdatasync`s what is unsynced, closes the files
-    /// and releases the directory lock; then calls `on_closed` (with the
+    /// and releases the directory lock (for a stream: detaches it from the
+    /// shared log, which stays open); then calls `on_closed` (with the
     /// writer's earlier failure, if it had one). Appends after `close` are
     /// refused with [`StoreError::Closed`]. A [`Durability::Never`] store
     /// keeps nothing unless a snapshot was taken first.
@@ -308,141 +224,81 @@ impl Store {
         lp: &mut Loop,
         on_closed: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
     ) -> Result<(), StoreError> {
-        let mut core = self.core.borrow_mut();
-        if core.closed || core.closing.is_some() {
-            return Err(StoreError::Closed);
+        let on_closed = Box::new(on_closed);
+        match &self.inner {
+            Inner::Own(core) => own::close(core, lp, on_closed),
+            Inner::Stream(handle) => handle.close(lp, on_closed),
         }
-        core.closing = Some(Box::new(on_closed));
-        drop(core);
-        wal::schedule_flush(lp, &self.core);
-        Ok(())
     }
 
-    /// The writer's counters.
+    /// The writer's counters (for a stream of a shared log: the stream's).
     pub fn stats(&self) -> StoreStats {
-        self.core.borrow().wal.stats
+        match &self.inner {
+            Inner::Own(core) => core.borrow().wal.stats,
+            Inner::Stream(handle) => handle.stats(),
+        }
     }
 
     /// The sequence number the next append gets.
     pub fn next_seq(&self) -> u64 {
-        self.core.borrow().next_seq
+        match &self.inner {
+            Inner::Own(core) => core.borrow().next_seq,
+            Inner::Stream(handle) => handle.next_seq(),
+        }
     }
 
     /// The covering sequence number of the latest durable snapshot (0: none).
     pub fn snapshot_seq(&self) -> u64 {
-        self.core.borrow().snapshot_seq
+        match &self.inner {
+            Inner::Own(core) => core.borrow().snapshot_seq,
+            Inner::Stream(handle) => handle.snapshot_seq(),
+        }
     }
 
-    /// The data directory.
+    /// The data directory (for a stream: its snapshot directory).
     pub fn dir(&self) -> PathBuf {
-        self.core.borrow().dir.clone()
+        match &self.inner {
+            Inner::Own(core) => core.borrow().dir.clone(),
+            Inner::Stream(handle) => handle.dir(),
+        }
+    }
+
+    /// When appends are acknowledged.
+    pub fn durability(&self) -> Durability {
+        match &self.inner {
+            Inner::Own(core) => core.borrow().options.durability,
+            Inner::Stream(handle) => handle.durability(),
+        }
     }
 
     /// Entries appended and not yet handed to a write (the next batch).
     pub fn queued_entries(&self) -> usize {
-        self.core.borrow().wal.queued_entries()
+        match &self.inner {
+            Inner::Own(core) => core.borrow().wal.queued_entries(),
+            Inner::Stream(handle) => handle.queued_entries(),
+        }
     }
 
     /// Entries in the batch being written and synced, waiting for their
     /// callbacks ([`Durability::Always`]; `Interval` acknowledges them as the
     /// write is queued).
     pub fn in_flight_entries(&self) -> usize {
-        self.core.borrow().wal.in_flight_entries()
+        match &self.inner {
+            Inner::Own(core) => core.borrow().wal.in_flight_entries(),
+            Inner::Stream(handle) => handle.in_flight_entries(),
+        }
     }
 
     /// True once nothing is queued, in flight or waiting for a sync.
     pub fn is_idle(&self) -> bool {
-        let core = self.core.borrow();
-        core.wal.is_idle() && !core.snapshot_busy
+        match &self.inner {
+            Inner::Own(core) => {
+                let core = core.borrow();
+                core.wal.is_idle() && !core.snapshot_busy
+            }
+            Inner::Stream(handle) => handle.is_idle(),
+        }
     }
-}
-
-fn on_snapshot_written(
-    lp: &mut Loop,
-    rc: &Rc<RefCell<Core>>,
-    covering_seq: u64,
-    stop_after: SnapshotStep,
-    res: io::Result<()>,
-    on_done: OnDone,
-) {
-    let complete = stop_after >= SnapshotStep::DirSynced;
-    let mut core = rc.borrow_mut();
-    if res.is_err() || !complete {
-        core.snapshot_busy = false;
-        drop(core);
-        on_done(lp, res);
-        return wal::schedule_flush(lp, rc);
-    }
-    core.snapshot_seq = covering_seq;
-    core.wal.stats.snapshots += 1;
-    tracing::debug!(dir = %core.dir.display(), covering_seq, "snapshot durable");
-    if stop_after == SnapshotStep::DirSynced {
-        core.snapshot_busy = false;
-        drop(core);
-        on_done(lp, Ok(()));
-        return wal::schedule_flush(lp, rc);
-    }
-    roll_covered(lp, &mut core, covering_seq);
-    let covered = match stop_after {
-        SnapshotStep::LogCompacted => core.wal.take_covered(covering_seq),
-        _ => Vec::new(),
-    };
-    drop(core);
-    let rc = rc.clone();
-    unlink_all(lp, covered, move |lp| {
-        rc.borrow_mut().snapshot_busy = false;
-        on_done(lp, Ok(()));
-        wal::schedule_flush(lp, &rc);
-    });
-}
-
-/// Ends the current segment so the snapshot can drop it: at once if the
-/// writer is quiet and every record in it is covered, else at its next write.
-fn roll_covered(lp: &mut Loop, core: &mut Core, covering_seq: u64) {
-    let wal = &mut core.wal;
-    let Some(segment) = &wal.segment else { return };
-    if segment.len_bytes == 0 {
-        return;
-    }
-    if !wal.is_quiet() || segment.last_seq > covering_seq {
-        wal.roll_requested = true;
-        return;
-    }
-    let segment = wal.segment.take().expect("checked above");
-    // Anything unsynced in it is covered by the durable snapshot.
-    wal.unsynced = false;
-    wal.closed.push(ClosedSegment {
-        last_seq: segment.last_seq,
-        path: segment.path,
-    });
-    close_fd(lp, segment.fd, "log segment");
-}
-
-/// Called when the writer has nothing in flight: finishes a pending close.
-pub(crate) fn on_wal_quiet(lp: &mut Loop, rc: &Rc<RefCell<Core>>) {
-    let mut core = rc.borrow_mut();
-    let ready = core.closing.is_some()
-        && !core.snapshot_busy
-        && core.wal.is_quiet()
-        && (core.wal.failure.is_some() || core.wal.is_idle());
-    if !ready {
-        return;
-    }
-    let on_closed = core.closing.take().expect("checked above");
-    core.closed = true;
-    core.wal.cancel_timer(lp);
-    let result = match &core.wal.failure {
-        Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
-        None => Ok(()),
-    };
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    // close_all closes from the back: the lock goes last, so a reopen never
-    // meets a half-closed store.
-    fds.extend(core.lock.take().map(DirLock::into_fd));
-    fds.extend(core.dir_fd.take());
-    fds.extend(core.wal.segment.take().map(|s| s.fd));
-    drop(core);
-    close_all(lp, fds, move |lp| on_closed(lp, result));
 }
 
 /// Opens a store and runs the loop until it is open: for tests and tools
