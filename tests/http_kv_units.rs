@@ -20,6 +20,8 @@ mod http;
 mod input;
 #[path = "../examples/http_kv/key.rs"]
 mod key;
+#[path = "../examples/http_kv/kv.rs"]
+mod kv;
 #[path = "../examples/http_kv/metrics.rs"]
 mod metrics;
 #[path = "../examples/http_kv/output.rs"]

@@ -26,6 +26,7 @@ mod events;
 mod http;
 mod input;
 mod key;
+mod kv;
 mod metrics;
 mod output;
 mod percent;
