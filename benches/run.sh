@@ -202,11 +202,20 @@ perf_stop() {
 }
 
 # ringvisor http_kv: a counter from /metrics, summed over its labels
-# (ringvisor_loop_syscalls_total: the loop's kernel entries;
-# ringvisor_shard_fsyncs_total: fdatasyncs of every shard).
+# (ringvisor_loop_syscalls_total: the loop's kernel entries).
 kv_metric() {
   curl -s "http://$SERVER_ADDR/metrics" 2>/dev/null |
     awk -v name="$1" '$0 !~ /^#/ && ($1 == name || index($1, name "{") == 1) {s += $NF; n++} END {if (n) printf "%d\n", s}'
+}
+
+# fdatasyncs made: the shared log's own count (one fdatasync carries every
+# shard's entries of its batch, so the per-shard counts add up to more), or
+# with --log per-shard the sum over the shards' logs.
+kv_fdatasyncs() {
+  local n
+  n=$(kv_metric ringvisor_log_fdatasyncs_total)
+  [ -n "$n" ] || n=$(kv_metric ringvisor_shard_fsyncs_total)
+  echo "$n"
 }
 
 ratio() { awk -v a="$1" -v b="$2" -v m="${3:-1}" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.4f", m * a / b }'; }
@@ -291,7 +300,7 @@ kv_point() {
   local ringvisor=0
   [ "${server#ringvisor}" != "$server" ] && ringvisor=1
   local t0 t1 e0="" e1="" f0="" f1="" syscalls
-  if [ "$ringvisor" = 1 ]; then e0=$(kv_metric ringvisor_loop_syscalls_total); f0=$(kv_metric ringvisor_shard_fsyncs_total); fi
+  if [ "$ringvisor" = 1 ]; then e0=$(kv_metric ringvisor_loop_syscalls_total); f0=$(kv_fdatasyncs); fi
   t0=$(cpu_ticks "$SERVER_PID")
   perf_start
   core_mark
@@ -301,7 +310,7 @@ kv_point() {
   other=$(other_load $((t1 - t0)))
   perf_stop
   syscalls=$SYSCALLS
-  if [ "$ringvisor" = 1 ]; then e1=$(kv_metric ringvisor_loop_syscalls_total); f1=$(kv_metric ringvisor_shard_fsyncs_total); fi
+  if [ "$ringvisor" = 1 ]; then e1=$(kv_metric ringvisor_loop_syscalls_total); f1=$(kv_fdatasyncs); fi
   local line requests p50 p99 errors entries="" src=perf per_entry="" wpf=""
   line=$(grep '^RESULT' "$WORK/wrk.out" || true)
   if [ -z "$line" ]; then log "wrk failed: $(cat "$WORK/wrk.err")"; return 0; fi
