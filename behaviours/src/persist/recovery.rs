@@ -90,6 +90,68 @@ pub struct TornTail {
 
 type OnOpen = Box<dyn FnOnce(&mut Loop, Result<(Store, Recovered), OpenError>)>;
 
+/// Takes `dir`'s lock file (refusing a second opener) and opens the
+/// directory itself; on failure, what was acquired is closed before `then`
+/// runs. The first steps of opening a store's own log and a shared log.
+pub(crate) fn lock_and_open_dir(
+    lp: &mut Loop,
+    dir: PathBuf,
+    then: impl FnOnce(&mut Loop, Result<(DirLock, OwnedFd), OpenError>) + 'static,
+) {
+    let path = dir.join(LOCK_FILE);
+    let flags = libc::O_RDWR | libc::O_CREAT;
+    lp.open(path.clone(), flags, 0o644, move |lp, res| {
+        let lock = match res.map_err(|e| io_error(&path, e)) {
+            Ok(fd) => DirLock::acquire(adopt(fd), &dir),
+            Err(error) => Err(error),
+        };
+        let lock = match lock {
+            Ok(lock) => lock,
+            Err(error) => return then(lp, Err(error)),
+        };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        lp.open(dir.clone(), flags, 0, move |lp, res| match res {
+            Ok(fd) => then(lp, Ok((lock, adopt(fd)))),
+            Err(e) => {
+                let error = io_error(&dir, e);
+                close_all(lp, vec![lock.into_fd()], move |lp| then(lp, Err(error)));
+            }
+        });
+    });
+}
+
+/// Reads and decodes the snapshot at `path` (at most `limit_bytes`): its
+/// covering sequence number and the state's bytes. Shared by a store's own
+/// recovery and a shared log's streams.
+pub(crate) fn read_snapshot(
+    lp: &mut Loop,
+    path: PathBuf,
+    limit_bytes: u64,
+    then: impl FnOnce(&mut Loop, Result<(u64, Vec<u8>), OpenError>) + 'static,
+) {
+    lp.open(path.clone(), libc::O_RDONLY, 0, move |lp, res| {
+        let fd = match res {
+            Ok(fd) => adopt(fd),
+            Err(e) => return then(lp, Err(io_error(&path, e))),
+        };
+        read_to_end(lp, fd.as_raw_fd(), limit_bytes, move |lp, res| {
+            close_all(lp, vec![fd], |_| {});
+            let decoded = match res {
+                Err(e) => Err(io_error(&path, e)),
+                Ok(bytes) => match snapshot::decode(&bytes) {
+                    Ok((covering_seq, state)) => Ok((covering_seq, state.to_vec())),
+                    Err(reason) => Err(OpenError::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: format!("snapshot: {reason}"),
+                    }),
+                },
+            };
+            then(lp, decoded)
+        });
+    });
+}
+
 pub(crate) fn io_error(path: &Path, error: impl Into<io::Error>) -> OpenError {
     OpenError::Io {
         path: path.to_path_buf(),
@@ -153,28 +215,14 @@ impl Recovery {
     }
 
     fn lock(self, lp: &mut Loop) {
-        let path = self.dir.join(LOCK_FILE);
-        let flags = libc::O_RDWR | libc::O_CREAT;
-        lp.open(path.clone(), flags, 0o644, move |lp, res| match res {
-            Err(e) => self.fail(lp, io_error(&path, e)),
-            Ok(fd) => match DirLock::acquire(adopt(fd), &self.dir) {
-                Err(error) => self.fail(lp, error),
-                Ok(lock) => self.open_dir(lp, lock),
-            },
-        });
-    }
-
-    fn open_dir(mut self, lp: &mut Loop, lock: DirLock) {
-        self.lock = Some(lock);
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
-        lp.open(self.dir.clone(), flags, 0, move |lp, res| match res {
-            Err(e) => {
-                let error = io_error(&self.dir, e);
-                self.fail(lp, error)
-            }
-            Ok(fd) => {
-                self.dir_fd = Some(adopt(fd));
-                self.list(lp)
+        let dir = self.dir.clone();
+        lock_and_open_dir(lp, dir, move |lp, res| match res {
+            Err(error) => self.fail(lp, error),
+            Ok((lock, dir_fd)) => {
+                let mut job = self;
+                job.lock = Some(lock);
+                job.dir_fd = Some(dir_fd);
+                job.list(lp)
             }
         });
     }
@@ -197,38 +245,16 @@ impl Recovery {
     }
 
     fn read_snapshot(self, lp: &mut Loop, path: PathBuf) {
-        lp.open(path.clone(), libc::O_RDONLY, 0, move |lp, res| {
-            let fd = match res {
-                Ok(fd) => adopt(fd),
-                Err(e) => return self.fail(lp, io_error(&path, e)),
-            };
-            let limit = self.options.snapshot_bytes_max;
-            read_to_end(lp, fd.as_raw_fd(), limit, move |lp, res| {
-                close_all(lp, vec![fd], |_| {});
-                match res {
-                    Err(e) => self.fail(lp, io_error(&path, e)),
-                    Ok(bytes) => self.decode_snapshot(lp, path, bytes),
-                }
-            });
-        });
-    }
-
-    fn decode_snapshot(mut self, lp: &mut Loop, path: PathBuf, bytes: Vec<u8>) {
-        match snapshot::decode(&bytes) {
-            Err(reason) => self.fail(
-                lp,
-                OpenError::Corrupt {
-                    file: path,
-                    offset: 0,
-                    reason: format!("snapshot: {reason}"),
-                },
-            ),
+        let limit = self.options.snapshot_bytes_max;
+        read_snapshot(lp, path, limit, move |lp, res| match res {
+            Err(error) => self.fail(lp, error),
             Ok((covering_seq, state)) => {
-                self.recovered.snapshot = Some(state.to_vec());
-                self.recovered.snapshot_seq = covering_seq;
-                self.plan_segments(lp)
+                let mut job = self;
+                job.recovered.snapshot = Some(state);
+                job.recovered.snapshot_seq = covering_seq;
+                job.plan_segments(lp)
             }
-        }
+        });
     }
 
     /// Drops (unread) every segment but the last whose records the snapshot

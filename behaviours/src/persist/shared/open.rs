@@ -17,11 +17,12 @@ use super::super::books::{raise, StreamSeqs};
 use super::super::error::OpenError;
 use super::super::fileio::{adopt, close_all, read_to_end, unlink_all, write_all_at};
 use super::super::frame::{decode_at, Decoded};
-use super::super::layout::{self, SegmentFile, LOCK_FILE};
+use super::super::layout::{self, SegmentFile};
 use super::super::lock::DirLock;
 use super::super::options::{Durability, Options};
 use super::super::recovery::{
-    corrupt, end_at_bad_record, io_error, SegmentEnd, TornTail, SEGMENT_READ_BYTES_MAX,
+    corrupt, end_at_bad_record, io_error, lock_and_open_dir, SegmentEnd, TornTail,
+    SEGMENT_READ_BYTES_MAX,
 };
 use super::super::wal::{ClosedSegment, Segment, STREAM_PREFIX_BYTES};
 use super::core::{LogCore, Parts, Shared};
@@ -83,28 +84,14 @@ impl LogRecovery {
     }
 
     fn lock(self, lp: &mut Loop) {
-        let path = self.dir.join(LOCK_FILE);
-        let flags = libc::O_RDWR | libc::O_CREAT;
-        lp.open(path.clone(), flags, 0o644, move |lp, res| match res {
-            Err(e) => self.fail(lp, io_error(&path, e)),
-            Ok(fd) => match DirLock::acquire(adopt(fd), &self.dir) {
-                Err(error) => self.fail(lp, error),
-                Ok(lock) => self.open_dir(lp, lock),
-            },
-        });
-    }
-
-    fn open_dir(mut self, lp: &mut Loop, lock: DirLock) {
-        self.lock = Some(lock);
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
-        lp.open(self.dir.clone(), flags, 0, move |lp, res| match res {
-            Err(e) => {
-                let error = io_error(&self.dir, e);
-                self.fail(lp, error)
-            }
-            Ok(fd) => {
-                self.dir_fd = Some(adopt(fd));
-                self.list(lp)
+        let dir = self.dir.clone();
+        lock_and_open_dir(lp, dir, move |lp, res| match res {
+            Err(error) => self.fail(lp, error),
+            Ok((lock, dir_fd)) => {
+                let mut job = self;
+                job.lock = Some(lock);
+                job.dir_fd = Some(dir_fd);
+                job.list(lp)
             }
         });
     }

@@ -20,7 +20,7 @@ use super::super::fileio::{adopt, close_all, close_fd, read_to_end, unlink_all};
 use super::super::frame::{decode_at, Decoded};
 use super::super::layout::{self, SegmentFile};
 use super::super::options::Durability;
-use super::super::recovery::{corrupt, io_error, Recovered, SEGMENT_READ_BYTES_MAX};
+use super::super::recovery::{corrupt, io_error, read_snapshot, Recovered, SEGMENT_READ_BYTES_MAX};
 use super::super::snapshot::{self, SnapshotStep, SNAPSHOT_HEADER_BYTES};
 use super::super::stats::StoreStats;
 use super::super::store::Store;
@@ -176,38 +176,16 @@ impl StreamOpen {
     }
 
     fn read_snapshot(self, lp: &mut Loop, path: PathBuf) {
-        lp.open(path.clone(), libc::O_RDONLY, 0, move |lp, res| {
-            let fd = match res {
-                Ok(fd) => adopt(fd),
-                Err(e) => return self.fail(lp, io_error(&path, e)),
-            };
-            let limit = self.log.borrow().options.snapshot_bytes_max;
-            read_to_end(lp, fd.as_raw_fd(), limit, move |lp, res| {
-                close_all(lp, vec![fd], |_| {});
-                match res {
-                    Err(e) => self.fail(lp, io_error(&path, e)),
-                    Ok(bytes) => self.decode_snapshot(lp, path, bytes),
-                }
-            });
-        });
-    }
-
-    fn decode_snapshot(mut self, lp: &mut Loop, path: PathBuf, bytes: Vec<u8>) {
-        match snapshot::decode(&bytes) {
-            Err(reason) => self.fail(
-                lp,
-                OpenError::Corrupt {
-                    file: path,
-                    offset: 0,
-                    reason: format!("snapshot: {reason}"),
-                },
-            ),
+        let limit = self.log.borrow().options.snapshot_bytes_max;
+        read_snapshot(lp, path, limit, move |lp, res| match res {
+            Err(error) => self.fail(lp, error),
             Ok((covering_seq, state)) => {
-                self.recovered.snapshot = Some(state.to_vec());
-                self.recovered.snapshot_seq = covering_seq;
-                self.plan_reads(lp)
+                let mut job = self;
+                job.recovered.snapshot = Some(state);
+                job.recovered.snapshot_seq = covering_seq;
+                job.plan_reads(lp)
             }
-        }
+        });
     }
 
     /// Picks the segments with entries of this stream after its snapshot,
