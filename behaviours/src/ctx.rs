@@ -148,6 +148,14 @@ impl<'a, S: GenServer> Ctx<'a, S> {
         &mut self.replies
     }
 
+    /// The buffer of immediate replies, not yet finished (the scheduler
+    /// finishes them; see [`Process::finish_replies`]).
+    ///
+    /// [`Process::finish_replies`]: crate::process::Process
+    pub(crate) fn take_replies(&mut self) -> Replies<S> {
+        std::mem::take(&mut self.replies)
+    }
+
     pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
         self.stop.take()
     }

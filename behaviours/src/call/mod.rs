@@ -141,9 +141,7 @@ where
     if timeout != INFINITY {
         let queue = table.deadline_queue(timeout);
         let deadlines = &mut table.deadlines[queue];
-        deadlines
-            .queue
-            .push_back((deadline(now, timeout), key, generation));
+        deadlines.queue.push_back((now, key, generation));
         if deadlines.timer.is_none() {
             arm = Some(Arm {
                 arg: table::pack(table_index, queue),
@@ -159,18 +157,6 @@ where
         finish: table::finish_in::<F, R>,
     };
     (from, arm)
-}
-
-/// `now + timeout`, saturating far in the future (`Instant`'s checked add
-/// is a call; this is the common case inline).
-#[inline(always)]
-fn deadline(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout).unwrap_or_else(|| far_future(now))
-}
-
-#[cold]
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Arms the deadline timer `begin_in` asked for.
@@ -199,15 +185,30 @@ pub fn reply<R: 'static>(lp: &mut Loop, from: From<R>, value: R) -> bool {
 
 /// Sends each reply of `replies` (emptied) with one table lookup.
 pub(crate) fn reply_all<R: 'static>(lp: &mut Loop, replies: &mut Vec<(From<R>, R)>) {
-    let procs = process::existing(lp);
+    if reply_all_in(process::existing(lp), replies) {
+        process::defer_pass(lp);
+    }
+}
+
+/// [`reply_all`] on a borrowed table: true if a scheduler pass must be
+/// deferred.
+#[inline]
+pub(crate) fn reply_all_in<R: 'static>(
+    procs: &mut Processes,
+    replies: &mut Vec<(From<R>, R)>,
+) -> bool {
+    // One reply (a lone call) skips the drain iterator's bookkeeping.
+    if replies.len() == 1 {
+        let (from, value) = replies.pop().expect("one reply");
+        return (from.finish)(procs, from.table, from.key, from.generation, Ok(value))
+            == Some(true);
+    }
     let mut defer = false;
     for (from, value) in replies.drain(..) {
         let finished = (from.finish)(procs, from.table, from.key, from.generation, Ok(value));
         defer |= finished == Some(true);
     }
-    if defer {
-        process::defer_pass(lp);
-    }
+    defer
 }
 
 /// Fails a call whose request never reached the callee.

@@ -32,8 +32,10 @@ pub(super) struct Waiting<F> {
     pub(super) continuation: F,
 }
 
-/// Calls with one timeout duration, in deadline order (deadlines of one
-/// duration grow with the loop's clock, so a FIFO is sorted). One loop timer
+/// Calls with one timeout duration, in deadline order: each entry holds
+/// when its call began (deadlines of one duration grow with the loop's
+/// clock, so a FIFO is sorted; the deadline itself is worked out only when
+/// the timer fires, which keeps an `Instant` addition off every call). One loop timer
 /// per queue replaces a timer per call. The timer stays armed while calls
 /// come and go (it may fire early and re-arm for the new front); it is
 /// canceled only when a drain finds the queue empty, so back-to-back calls
@@ -267,11 +269,13 @@ where
     let mut defer = false;
     let rearm = loop {
         let calls = procs.calls.typed::<F, R>(table);
-        let Some(&(deadline, key, generation)) = calls.deadlines[queue].queue.front() else {
+        let deadlines = &calls.deadlines[queue];
+        let Some(&(began, key, generation)) = deadlines.queue.front() else {
             break None;
         };
-        if deadline > now && calls.is_waiting(key, generation) {
-            break Some(deadline - now);
+        let elapsed = now.saturating_duration_since(began);
+        if elapsed < deadlines.timeout && calls.is_waiting(key, generation) {
+            break Some(deadlines.timeout - elapsed);
         }
         calls.deadlines[queue].queue.pop_front();
         let timed_out = finish_in::<F, R>(

@@ -5,9 +5,10 @@
 //! - A batch handles at most what was queued when it started (messages that
 //!   arrive meanwhile wait in the slot's overflow) and at most the process
 //!   budget.
-//! - Replies returned from `handle_call` in a batch of several messages are
-//!   finished together when the batch ends (also after a panic), before any
-//!   reply made through `Ctx::reply`.
+//! - Replies returned from `handle_call` in a batch are finished together
+//!   when the scheduler puts the process back (also after a panic), or
+//!   earlier, before anything the batch sends through the loop (a
+//!   `Ctx::reply`, a cast, a call).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,7 +19,7 @@ use super::{send, GenServer, Info, Next, Reply};
 use crate::call::{CallError, From};
 use crate::ctx::Ctx;
 use crate::pid::{ExitReason, Pid};
-use crate::process::{Pending, Process, Ran, SysMsg};
+use crate::process::{Pending, Process, Processes, Ran, SysMsg};
 
 type RunFn<S> = Box<dyn FnOnce(&mut S, &mut Ctx<S>)>;
 
@@ -236,6 +237,14 @@ impl<S: GenServer> Process for ServerProc<S> {
         !self.mailbox.is_empty() || (self.pending_continue.is_some() && !self.terminated)
     }
 
+    #[inline]
+    fn finish_replies(&mut self, procs: &mut Processes) {
+        if !self.replies.is_empty() {
+            let defer = crate::call::reply_all_in(procs, &mut self.replies);
+            debug_assert!(!defer, "replies are finished inside a scheduler pass");
+        }
+    }
+
     fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran {
         let mut counts = (0, 0);
         if self.terminated {
@@ -256,18 +265,16 @@ impl<S: GenServer> Process for ServerProc<S> {
         // One catch_unwind for the batch: a panic ends the process at the
         // message that panicked; nothing after it runs.
         // Messages that arrive meanwhile wait in the overflow: the batch is
-        // at most what is queued now. Several calls share one reply lookup.
-        let buffer = self.mailbox.len() > 1;
-        let replies = buffer.then(|| std::mem::take(&mut self.replies));
-        let mut ctx = Ctx::with_replies(lp, pid, replies);
+        // at most what is queued now. Immediate replies are buffered and
+        // finished by the scheduler when it puts the process back (the
+        // lookup it makes anyway), also after a panic, before the exit
+        // fails the calls left.
+        let replies = std::mem::take(&mut self.replies);
+        let mut ctx = Ctx::with_replies(lp, pid, Some(replies));
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.run_batch(&mut ctx, budget, &mut counts)
         }));
-        if buffer {
-            // Replies made before a panic still go out, before the exit
-            // fails the calls left.
-            self.replies = std::mem::take(ctx.flush_replies());
-        }
+        self.replies = ctx.take_replies();
         let exit = match result {
             Ok(exit) => exit,
             Err(panic) => Some(ExitReason::from_panic(panic)),

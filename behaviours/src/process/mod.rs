@@ -85,6 +85,9 @@ pub(crate) trait Process: 'static {
     /// Takes a message that waited in the overflow.
     fn accept(&mut self, pending: Pending);
     fn has_messages(&self) -> bool;
+    /// Finishes the immediate replies its last `run` buffered (the
+    /// scheduler calls it with the table it has looked up anyway).
+    fn finish_replies(&mut self, procs: &mut Processes);
     /// Handles up to `budget` messages.
     fn run(&mut self, lp: &mut Loop, pid: Pid, budget: usize) -> Ran;
     /// Runs the user's terminate callback (which must not unwind out).
@@ -171,12 +174,14 @@ pub(crate) fn table(lp: &mut Loop) -> &mut Processes {
 }
 
 impl Processes {
+    #[inline]
     fn slot(&self, pid: Pid) -> Option<&Slot> {
         self.slots
             .get(pid.index as usize)
             .filter(|s| s.generation == pid.generation)
     }
 
+    #[inline]
     fn slot_mut(&mut self, pid: Pid) -> Option<&mut Slot> {
         self.slots
             .get_mut(pid.index as usize)
@@ -197,7 +202,7 @@ impl Processes {
 
 /// The process table where it must exist (a process or a call does): one
 /// lookup without `table`'s insertion path.
-#[inline]
+#[inline(always)]
 pub(crate) fn existing(lp: &mut Loop) -> &mut Processes {
     lp.extension_mut::<Processes>()
         .expect("the process table exists while processes or calls do")

@@ -35,6 +35,7 @@ pub(crate) enum Work {
 
 impl Processes {
     /// Puts `pid` on the run queue; true if a scheduler pass must be deferred.
+    #[inline]
     pub(super) fn enqueue(&mut self, pid: Pid) -> bool {
         let slot = self.slot_mut(pid).expect("scheduling a live process");
         if !slot.in_run_queue {
@@ -139,7 +140,9 @@ fn run(lp: &mut Loop, pid: Pid, mut process: Box<dyn Process>, budget: &mut usiz
     let ran = process.run(lp, pid, PROCESS_BUDGET);
     *budget = budget.saturating_sub(ran.handled.max(1));
     let procs = super::existing(lp);
-    // Inside the pass: a process put back on the run queue needs no defer.
+    // Inside the pass: finished calls and a process put back on the run
+    // queue need no defer.
+    process.finish_replies(procs);
     procs.put_back(pid, process, ran.user_handled);
     match ran.exit {
         Some(reason) => {
