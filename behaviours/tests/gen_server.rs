@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ringvisor_behaviours::gen_server::{self, Ctx, GenServer, Init, Next, Reply, StartOptions};
+use ringvisor_behaviours::gen_server::{
+    self, Ctx, GenServer, Init, Next, Reply, ServerRef, StartOptions,
+};
 use ringvisor_behaviours::{CallError, ExitReason, From, Info};
 use ringvisor_runtime::{backend_tests, Loop};
 
@@ -131,6 +133,30 @@ fn assert_reply_order(backend: ringvisor_runtime::Backend, release: Call) {
     assert_eq!(*got.borrow(), vec![Ok(1), Ok(2), Ok(0), Ok(3)]);
 }
 
+/// Calls from call site `N` (a distinct continuation type per `N`).
+fn call_from_site<const N: u32>(
+    lp: &mut Loop,
+    srv: ServerRef<Srv>,
+    push: impl Fn((u32, Result<u32, CallError>)) + 'static,
+) {
+    gen_server::call(
+        lp,
+        srv,
+        Call::Echo(N),
+        Duration::from_secs(5),
+        move |_, r| push((N, r)),
+    );
+}
+
+macro_rules! many_call_sites {
+    ($lp:ident, $srv:ident, $push:ident, $expected:ident, [$($n:literal),*]) => {
+        $(
+            call_from_site::<$n>(&mut $lp, $srv, $push.clone());
+            $expected.push(($n, Ok($n)));
+        )*
+    };
+}
+
 backend_tests! {
     // gen_server_SUITE: call/1 and cast/1
     fn call_and_cast_round_trip(backend) {
@@ -156,6 +182,22 @@ backend_tests! {
         gen_server::call(&mut lp, srv, Call::Echo(7), huge, move |_, r| push(r));
         lp.run_for(Duration::from_millis(100)).unwrap();
         assert_eq!(*got.borrow(), vec![Ok(7)]);
+    }
+
+    // Not from OTP: each call site has its own call table, found through a
+    // hint by the site's type; 80 sites (more than the hint slots) called
+    // twice in turn each get their own replies, in order.
+    fn replies_reach_their_call_site_among_many(backend) {
+        let mut lp = new_loop(backend);
+        let srv = gen_server::start::<Srv>(&mut lp, Log::default(), StartOptions::default()).unwrap();
+        let (got, push) = results();
+        let mut expected = Vec::new();
+        for _round in 0..2 {
+            many_call_sites!(lp, srv, push, expected, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79]);
+        }
+        lp.run_for(Duration::from_millis(100)).unwrap();
+        assert_eq!(*got.borrow(), expected);
+        assert_eq!(ringvisor_behaviours::calls_waiting::<u32>(&mut lp), 0);
     }
 
     // gen_server_SUITE: call_remote_n1 / stale pid: a call to a dead process is NoProc

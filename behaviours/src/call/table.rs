@@ -68,20 +68,74 @@ struct Entry {
     waiting: fn(&dyn Any) -> usize,
 }
 
+/// Hint slots of [`CallTables::position`].
+const TABLE_HINTS: usize = 64;
+
 /// Every call table, plus the drains the scheduler owes.
 #[derive(Default)]
 pub(crate) struct CallTables {
     tables: Vec<Entry>,
+    /// A guess at each call site's table index, by a hash of its type (a
+    /// scan compares a 128-bit `TypeId` per table: a server with a few call
+    /// sites paid more for the scan than for the rest of finding its table).
+    /// Only ever a guess: checked against the entry's type.
+    hints: TableHints,
     /// Continuations owed, in the order their calls finished, as
     /// `(drain, table, count)`: consecutive finishes of one table share an
     /// entry, so a batch of replies is one drain.
     pub(crate) drains: VecDeque<(Drain, u32, u32)>,
 }
 
+struct TableHints([u8; TABLE_HINTS]);
+
+impl Default for TableHints {
+    fn default() -> TableHints {
+        TableHints([0; TABLE_HINTS])
+    }
+}
+
+/// The hint slot of a table type (constant once inlined).
+#[inline(always)]
+fn hint_slot(id: TypeId) -> usize {
+    struct Fold(u64);
+    impl std::hash::Hasher for Fold {
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 ^= n ^ (n >> 32);
+        }
+        fn finish(&self) -> u64 {
+            self.0
+        }
+    }
+    let mut fold = Fold(0);
+    std::hash::Hash::hash(&id, &mut fold);
+    std::hash::Hasher::finish(&fold) as usize % TABLE_HINTS
+}
+
 impl CallTables {
-    pub(super) fn position<F: 'static, R: 'static>(&self) -> Option<usize> {
+    #[inline(always)]
+    pub(super) fn position<F: 'static, R: 'static>(&mut self) -> Option<usize> {
         let id = TypeId::of::<Calls<F, R>>();
-        self.tables.iter().position(|e| e.type_id == id)
+        let slot = hint_slot(id);
+        let guess = usize::from(self.hints.0[slot]);
+        if self.tables.get(guess).is_some_and(|e| e.type_id == id) {
+            return Some(guess);
+        }
+        self.position_slow(id, slot)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn position_slow(&mut self, id: TypeId, slot: usize) -> Option<usize> {
+        let index = self.tables.iter().position(|e| e.type_id == id)?;
+        if let Ok(small) = u8::try_from(index) {
+            self.hints.0[slot] = small;
+        }
+        Some(index)
     }
 
     pub(super) fn insert<F: 'static, R: 'static>(&mut self, calls: Calls<F, R>) -> usize {
