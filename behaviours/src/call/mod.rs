@@ -69,16 +69,46 @@ impl std::convert::From<SendError> for CallError {
 /// `None` if nobody waits, else whether a scheduler pass must be deferred.
 type Finisher<R> = fn(&mut Processes, u32, u32, u32, Result<R, CallError>) -> Option<bool>;
 
+/// Replies of a batch, in the order they were made.
+pub(crate) type Replies<'a, R> = std::iter::Peekable<std::vec::Drain<'a, (From<R>, R)>>;
+
+/// Ends the next replies of a batch that go to one table (the table of the
+/// first): one typed look-up and one drain entry for the run. True if a
+/// scheduler pass must be deferred.
+type RunFinisher<R> = fn(&mut Processes, &mut Replies<'_, R>) -> bool;
+
 /// The token a server replies through; reply once with `reply` (or by
 /// returning a reply from `handle_call`).
-pub struct From<R> {
+pub struct From<R: 'static> {
     key: u32,
     generation: u32,
     table: u32,
-    finish: Finisher<R>,
+    /// How to end calls of its table (one static per call site: a token
+    /// stays three words).
+    ends: &'static Ends<R>,
 }
 
-impl<R> std::fmt::Debug for From<R> {
+/// The typed functions that end calls of one call table.
+pub(crate) struct Ends<R: 'static> {
+    finish: Finisher<R>,
+    finish_run: RunFinisher<R>,
+}
+
+/// The [`Ends`] of the call table of continuation `F`.
+struct EndsOf<F, R>(std::marker::PhantomData<(F, R)>);
+
+impl<F, R> EndsOf<F, R>
+where
+    F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+    R: 'static,
+{
+    const ENDS: Ends<R> = Ends {
+        finish: table::finish_in::<F, R>,
+        finish_run: table::finish_run::<F, R>,
+    };
+}
+
+impl<R: 'static> std::fmt::Debug for From<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("From")
             .field("key", &self.key)
@@ -88,15 +118,15 @@ impl<R> std::fmt::Debug for From<R> {
     }
 }
 
-impl<R> PartialEq for From<R> {
+impl<R: 'static> PartialEq for From<R> {
     fn eq(&self, other: &Self) -> bool {
         (self.key, self.generation, self.table) == (other.key, other.generation, other.table)
     }
 }
 
-impl<R> Eq for From<R> {}
+impl<R: 'static> Eq for From<R> {}
 
-impl<R> std::hash::Hash for From<R> {
+impl<R: 'static> std::hash::Hash for From<R> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (self.key, self.generation, self.table).hash(state);
     }
@@ -154,7 +184,7 @@ where
         key,
         generation,
         table: table_index as u32,
-        finish: table::finish_in::<F, R>,
+        ends: &EndsOf::<F, R>::ENDS,
     };
     (from, arm)
 }
@@ -168,12 +198,12 @@ pub(crate) fn arm(lp: &mut Loop, arm: Arm) {
 
 /// A second token for the same call (the framework keeps one to reply with
 /// when `handle_call` answers at once).
-pub(crate) fn from_alias<R>(from: &From<R>) -> From<R> {
+pub(crate) fn from_alias<R: 'static>(from: &From<R>) -> From<R> {
     From {
         key: from.key,
         generation: from.generation,
         table: from.table,
-        finish: from.finish,
+        ends: from.ends,
     }
 }
 
@@ -200,13 +230,16 @@ pub(crate) fn reply_all_in<R: 'static>(
     // One reply (a lone call) skips the drain iterator's bookkeeping.
     if replies.len() == 1 {
         let (from, value) = replies.pop().expect("one reply");
-        return (from.finish)(procs, from.table, from.key, from.generation, Ok(value))
+        return (from.ends.finish)(procs, from.table, from.key, from.generation, Ok(value))
             == Some(true);
     }
+    // Replies to one table in a row (callers from one call site) end
+    // together.
     let mut defer = false;
-    for (from, value) in replies.drain(..) {
-        let finished = (from.finish)(procs, from.table, from.key, from.generation, Ok(value));
-        defer |= finished == Some(true);
+    let mut run = replies.drain(..).peekable();
+    while let Some((from, _)) = run.peek() {
+        let finish_run = from.ends.finish_run;
+        defer |= finish_run(procs, &mut run);
     }
     defer
 }
@@ -219,7 +252,7 @@ pub(crate) fn fail<R: 'static>(lp: &mut Loop, from: From<R>, error: CallError) {
 /// Ends a call: its continuation runs at the next drain, never from here.
 fn finish<R: 'static>(lp: &mut Loop, from: From<R>, result: Result<R, CallError>) -> bool {
     let procs = process::existing(lp);
-    match (from.finish)(procs, from.table, from.key, from.generation, result) {
+    match (from.ends.finish)(procs, from.table, from.key, from.generation, result) {
         None => false,
         Some(defer) => {
             if defer {
@@ -259,5 +292,73 @@ impl Processes {
         let index = self.calls.insert(Calls::<F, R>::new());
         self.register_failer(table::fail_callee::<F, R>, index);
         index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use ringvisor_runtime::{Backend, Loop};
+
+    use super::*;
+
+    type Outcomes = Rc<RefCell<Vec<(u32, Result<u32, CallError>)>>>;
+
+    /// A call from one call site (one continuation type) recording `n`.
+    fn begin(lp: &mut Loop, outcomes: &Outcomes, n: u32) -> From<u32> {
+        let now = lp.now();
+        let outcomes = outcomes.clone();
+        let callee = Pid {
+            index: 0,
+            generation: 1,
+        };
+        let continuation = move |_: &mut Loop, r: Result<u32, CallError>| {
+            outcomes.borrow_mut().push((n, r));
+        };
+        let (from, arm) = begin_in(
+            process::table(lp),
+            now,
+            callee,
+            Duration::from_secs(5),
+            continuation,
+        );
+        if let Some(arm) = arm {
+            super::arm(lp, arm);
+        }
+        from
+    }
+
+    // A batch of replies to one call site where one caller already gave up:
+    // the late reply is dropped, the others arrive once, in order.
+    #[test]
+    fn a_batch_of_replies_drops_the_late_one() {
+        for backend in [Backend::Uring, Backend::Poll] {
+            let mut lp = Loop::builder().backend(backend).build().expect("loop");
+            let outcomes = Outcomes::default();
+            let froms: Vec<From<u32>> = (0..4).map(|n| begin(&mut lp, &outcomes, n)).collect();
+            // Caller 1 stops waiting (as its deadline would make it).
+            fail(&mut lp, from_alias(&froms[1]), CallError::Timeout);
+            let mut replies: Vec<(From<u32>, u32)> = froms
+                .into_iter()
+                .enumerate()
+                .map(|(n, f)| (f, 10 + n as u32))
+                .collect();
+            reply_all(&mut lp, &mut replies);
+            assert!(replies.is_empty());
+            lp.run().expect("run");
+            assert_eq!(
+                *outcomes.borrow(),
+                vec![
+                    (1, Err(CallError::Timeout)),
+                    (0, Ok(10)),
+                    (2, Ok(12)),
+                    (3, Ok(13)),
+                ]
+            );
+            assert_eq!(waiting::<u32>(&mut lp), 0);
+        }
     }
 }

@@ -167,14 +167,14 @@ impl CallTables {
             .sum()
     }
 
-    fn push_drain(&mut self, drain: Drain, table: u32) {
+    fn push_drain(&mut self, drain: Drain, table: u32, count: u32) {
         if let Some(back) = self.drains.back_mut() {
             if back.1 == table {
-                back.2 += 1;
+                back.2 += count;
                 return;
             }
         }
-        self.drains.push_back((drain, table, 1));
+        self.drains.push_back((drain, table, count));
     }
 }
 
@@ -188,7 +188,7 @@ impl Processes {
     /// Queues one continuation of `table` for the scheduler pass; true if a
     /// pass must be deferred (none is scheduled or running).
     pub(crate) fn schedule_drain(&mut self, drain: Drain, table: u32) -> bool {
-        self.calls.push_drain(drain, table);
+        self.calls.push_drain(drain, table, 1);
         self.schedule_pass()
     }
 }
@@ -308,6 +308,35 @@ where
     let waiting = calls.waiting.remove(key as usize);
     calls.ready.push((waiting.continuation, result));
     Some(procs.schedule_drain(drain::<F, R>, table))
+}
+
+/// Ends the replies at the front of `replies` that go to table `F, R` (the
+/// first one's; see `RunFinisher`): late ones are dropped, the others'
+/// continuations queued under one drain entry.
+pub(super) fn finish_run<F, R>(procs: &mut Processes, replies: &mut super::Replies<'_, R>) -> bool
+where
+    F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
+    R: 'static,
+{
+    let Some((first, _)) = replies.peek() else {
+        return false;
+    };
+    let table = first.table;
+    let calls = procs.calls.typed::<F, R>(table as usize);
+    let mut finished = 0;
+    while let Some((from, value)) = replies.next_if(|(from, _)| from.table == table) {
+        if !calls.is_waiting(from.key, from.generation) {
+            continue; // a late reply: the caller gave up
+        }
+        let waiting = calls.waiting.remove(from.key as usize);
+        calls.ready.push((waiting.continuation, Ok(value)));
+        finished += 1;
+    }
+    if finished == 0 {
+        return false;
+    }
+    procs.calls.push_drain(drain::<F, R>, table, finished);
+    procs.schedule_pass()
 }
 
 /// The timer of a deadline queue fired: time out what is due, re-arm.
