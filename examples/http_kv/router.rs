@@ -68,13 +68,19 @@ pub enum Route {
 /// Routes a request target (origin form, or absolute form whose scheme and
 /// authority are ignored).
 pub fn route(target: &str, shards: usize, chaos: bool) -> Route {
+    // Nearly every request names a key: one scan of it, before the general
+    // split of path and query (an origin-form target starting with `/kv/`
+    // has no authority to strip).
+    if let Some(rest) = target.strip_prefix("/kv/") {
+        return key_route(rest.as_bytes());
+    }
     let target = strip_authority(target);
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
     if let Some(raw_key) = path.strip_prefix("/kv/") {
-        return key_route(raw_key);
+        return key_route(raw_key.as_bytes());
     }
     match path {
         "/kv" => list_route(query.unwrap_or("")),
@@ -99,8 +105,27 @@ fn strip_authority(target: &str) -> &str {
     target
 }
 
-fn key_route(raw: &str) -> Route {
-    let Ok(key) = Key::decode(raw.as_bytes()) else {
+/// The route of the key segment `rest` (what follows `/kv/`, up to a `?`
+/// that starts the query, which is ignored).
+fn key_route(rest: &[u8]) -> Route {
+    // One pass finds the end of the segment and whether anything in it is
+    // escaped (keys are short: a byte loop costs less than two searches).
+    let mut end = rest.len();
+    let mut escaped = false;
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'?' {
+            end = i;
+            break;
+        }
+        escaped |= b == b'%';
+    }
+    let raw = &rest[..end];
+    let key = if escaped {
+        Key::decode(raw)
+    } else {
+        Ok(Key::from(raw))
+    };
+    let Ok(key) = key else {
         return invalid(400, "invalid percent-encoding in key\n");
     };
     match key.len() {
@@ -315,6 +340,11 @@ mod tests {
         assert_eq!(
             route("/kv/a/b?x=1", 8, false),
             Route::Key(Key::from(&b"a/b"[..]))
+        );
+        assert_eq!(
+            route("/kv/a%2Fb?x=%zz", 8, false),
+            Route::Key(Key::from(&b"a/b"[..])),
+            "the query is not part of the key"
         );
         assert_eq!(
             route("http://host:1/kv/z", 8, false),
