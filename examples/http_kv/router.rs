@@ -16,7 +16,7 @@ use std::rc::Rc;
 use ringvisor::Loop;
 
 use crate::http::Method;
-use crate::input::Request;
+use crate::input::{Limits, Request};
 use crate::key::Key;
 use crate::output::Responder;
 use crate::percent;
@@ -162,17 +162,17 @@ fn invalid(status: u16, reason: &'static str) -> Route {
 }
 
 /// Answers `request` through `responder`, now or once shards reply.
-pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
+pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request, limits: &Limits) {
     let method = request.method;
     let read = matches!(method, Method::Get | Method::Head);
     match request.route {
         Route::Key(key) => match method {
-            Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }),
+            Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }, limits),
             Method::Put => {
                 let value = request.body;
-                call_key(lp, responder, KvRequest::Put { key, value });
+                call_key(lp, responder, KvRequest::Put { key, value }, limits);
             }
-            Method::Delete => call_key(lp, responder, KvRequest::Delete { key }),
+            Method::Delete => call_key(lp, responder, KvRequest::Delete { key }, limits),
             _ => responder.send(lp, Response::method_not_allowed(ALLOW_KEY)),
         },
         Route::List { prefix, limit } if read => list(lp, responder, prefix, limit),
@@ -200,18 +200,22 @@ pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
     }
 }
 
-fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest) {
+fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest, limits: &Limits) {
     let key: &[u8] = match &request {
         KvRequest::Get { key } | KvRequest::Delete { key } => key,
         KvRequest::Put { key, .. } => key,
         _ => unreachable!("call_key takes key requests"),
     };
-    let config = &server(lp).config;
-    let shard = shard::shard_for_key(key, config.shards);
-    let timeout = config.request_timeout();
-    shard::call(lp, shard, request, timeout, move |lp, reply| {
-        responder.send(lp, key_response(reply));
-    });
+    let shard = shard::shard_for_key(key, limits.shards);
+    shard::call(
+        lp,
+        shard,
+        request,
+        limits.request_timeout,
+        move |lp, reply| {
+            responder.send(lp, key_response(reply));
+        },
+    );
 }
 
 /// The answer to a key request's shard reply.
