@@ -14,7 +14,8 @@
 //! is released only once every entry recorded up to that call is on disk
 //! (group commit: one `fdatasync` per tick for all of them), and a reply that
 //! only reads also waits behind earlier unsynced entries, so nobody ever sees
-//! a state that could still be lost. On start the server recovers: latest
+//! a state that could still be lost. With [`Durability::Never`] (memory
+//! only: no entry is written) a write's reply goes at once. On start the server recovers: latest
 //! snapshot, then every log entry after it; calls that arrive meanwhile wait.
 //! Every `snapshot_every_entries` entries the state is snapshotted and the
 //! log compacted. `terminate` flushes and closes the store (a supervisor's
@@ -379,20 +380,34 @@ impl<D: DurableServer> Durable<D> {
             // Reads wait behind unsynced writes: never show what may be lost.
             Decision::Reply(reply) => self.held.push_back((self.last_seq, from, reply)),
             Decision::Record(entry) => {
-                let me = ctx.pid();
-                let progress = self.progress.clone();
-                let appended = store.append_with(
-                    ctx.lp(),
-                    |buf| D::encode_entry(&entry, buf),
-                    move |lp, result| report::<D>(lp, me, &progress, result),
-                );
+                // A memory-only store writes no entry: the entry is as
+                // durable as it gets once it has its seq, and its reply
+                // goes now, with no callback to wait a tick for.
+                let appended = match store.append_unlogged() {
+                    Ok(Some(seq)) => Ok((seq, true)),
+                    Ok(None) => {
+                        let me = ctx.pid();
+                        let progress = self.progress.clone();
+                        store
+                            .append_with(
+                                ctx.lp(),
+                                |buf| D::encode_entry(&entry, buf),
+                                move |lp, result| report::<D>(lp, me, &progress, result),
+                            )
+                            .map(|seq| (seq, false))
+                    }
+                    Err(e) => Err(e),
+                };
                 match appended {
-                    Ok(seq) => {
+                    Ok((seq, durable)) => {
                         // Logged first, applied second: `apply` must not panic.
                         let reply = state.apply(entry);
                         self.last_seq = seq;
                         self.entries_since_snapshot += 1;
                         self.held.push_back((seq, from, reply));
+                        if durable {
+                            self.release(ctx, seq);
+                        }
                         self.maybe_snapshot(ctx);
                     }
                     Err(e) => {
@@ -442,6 +457,11 @@ impl<D: DurableServer> Durable<D> {
         let done = move |lp: &mut Loop, result: std::io::Result<()>| {
             gen_server::send_run::<Durable<D>>(lp, me, move |me, _ctx| {
                 me.snapshotting = false;
+                // A memory-only store reports no batches: its counters
+                // (snapshots) change here.
+                if let Phase::Ready { state, store } = &mut me.phase {
+                    state.observe(&store.stats());
+                }
                 if let Err(e) = result {
                     tracing::warn!(dir = %me.options.dir.display(), error = %e, "snapshot failed; the log keeps everything");
                 }

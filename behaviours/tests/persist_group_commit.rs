@@ -146,6 +146,9 @@ backend_tests! {
         let mut lp = new_loop(backend);
         let (store, _) = open(&mut lp, tmp.path(), options.clone()).unwrap();
         assert_eq!(append_all(&mut lp, &store, &(1..=3).map(payload).collect::<Vec<_>>()), vec![1, 2, 3]);
+        // Taking a seq without a callback, as a memory-only store allows.
+        assert_eq!(store.append_unlogged(), Ok(Some(4)));
+        assert_eq!(store.next_seq(), 5);
         assert_eq!(store.stats(), Default::default());
         assert!(segments(tmp.path()).is_empty());
         // Crash (drop without snapshot): everything is gone.
@@ -159,6 +162,19 @@ backend_tests! {
         let (_, recovered) = open(&mut lp, tmp.path(), options).unwrap();
         assert_eq!(recovered.snapshot.as_deref(), Some(&b"three"[..]));
         assert_eq!((recovered.snapshot_seq, recovered.next_seq), (3, 4));
+    }
+
+    fn a_logging_store_takes_no_unlogged_seq_and_a_closed_one_refuses(backend) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut lp = new_loop(backend);
+        let (store, _) = open(&mut lp, tmp.path(), Options::default()).unwrap();
+        assert_eq!(store.append_unlogged(), Ok(None));
+        assert_eq!(store.next_seq(), 1, "nothing taken");
+        close(&mut lp, &store).unwrap();
+        let never = Options { durability: Durability::Never, ..Options::default() };
+        let (store, _) = open(&mut lp, tmp.path(), never).unwrap();
+        close(&mut lp, &store).unwrap();
+        assert_eq!(store.append_unlogged(), Err(StoreError::Closed));
     }
 
     fn close_flushes_entries_appended_in_the_same_tick(backend) {

@@ -340,12 +340,14 @@ backend_tests! {
         assert_eq!(ra.entries, entries(0, 1..=3));
         append_round(&mut lp, &[(0, &a)], 4, 2);
         assert_eq!(log.stats().entries_written, 0, "memory only");
-        snapshot(&mut lp, &a, b"five".to_vec(), 5).unwrap();
+        assert_eq!(a.append_unlogged(), Ok(Some(6)));
+        assert_eq!(a.next_seq(), 7);
+        snapshot(&mut lp, &a, b"six".to_vec(), 6).unwrap();
         close(&mut lp, &a).unwrap();
         drop((a, log));
         let log = open_log(&mut lp, tmp.path(), never);
         let (_a, ra) = open_stream(&mut lp, &log, tmp.path(), 0);
-        assert_eq!((ra.snapshot.as_deref(), ra.snapshot_seq, ra.next_seq), (Some(&b"five"[..]), 5, 6));
+        assert_eq!((ra.snapshot.as_deref(), ra.snapshot_seq, ra.next_seq), (Some(&b"six"[..]), 6, 7));
         let (_b, rb) = open_stream(&mut lp, &log, tmp.path(), 1);
         assert_eq!(rb.entries, entries(1, 1..=3));
     }

@@ -162,10 +162,10 @@ pub fn open(lp: &mut Loop, fd: RawFd) {
 /// dispatches requests, receives more, starts closing when done, and keeps
 /// the timer right. Called after every event on the connection.
 pub fn pump(lp: &mut Loop, id: ConnId) {
-    while let Some(step) = next_step(lp, id) {
+    while let Some((step, limits)) = next_step(lp, id) {
         match step {
-            Step::NeedMore => break,
-            Step::Continue => {
+            NextStep::NeedMore => break,
+            NextStep::Continue => {
                 let Some(conn) = server_mut(lp).conn_mut(id) else {
                     return;
                 };
@@ -173,13 +173,10 @@ pub fn pump(lp: &mut Loop, id: ConnId) {
                     output::schedule_flush(lp, id);
                 }
             }
-            Step::Request(request) => {
-                let Some(responder) = take_slot(lp, id, &request) else {
-                    return;
-                };
-                dispatch_guarded(lp, responder, request);
+            NextStep::Request(request, seq) => {
+                dispatch_guarded(lp, Responder { conn: id, seq }, request, &limits);
             }
-            Step::Error(e, method) => {
+            NextStep::Error(e, method) => {
                 tracing::debug!(status = e.status, reason = e.reason, "bad request");
                 let now = lp.now();
                 let Some(conn) = server_mut(lp).conn_mut(id) else {
@@ -198,8 +195,13 @@ pub fn pump(lp: &mut Loop, id: ConnId) {
 
 /// Routes a request; a bug that panics there costs that request a 500 and
 /// its connection, never the server.
-fn dispatch_guarded(lp: &mut Loop, responder: Responder, request: crate::input::Request) {
-    let run = std::panic::AssertUnwindSafe(|| router::dispatch(lp, responder, request));
+fn dispatch_guarded(
+    lp: &mut Loop,
+    responder: Responder,
+    request: crate::input::Request,
+    limits: &Limits,
+) {
+    let run = std::panic::AssertUnwindSafe(|| router::dispatch(lp, responder, request, limits));
     if std::panic::catch_unwind(run).is_err() {
         tracing::error!("request handler panicked; answering 500");
         if let Some(conn) = server_mut(lp).conn_mut(responder.conn) {
@@ -209,26 +211,45 @@ fn dispatch_guarded(lp: &mut Loop, responder: Responder, request: crate::input::
     }
 }
 
-fn next_step(lp: &mut Loop, id: ConnId) -> Option<Step> {
+/// What the input holds next; a complete request comes with its response
+/// slot reserved (under the same look-up of the server), and with the
+/// limits it is routed by.
+fn next_step(lp: &mut Loop, id: ConnId) -> Option<(NextStep, Limits)> {
     let now = lp.now();
     let s = server_mut(lp);
     let limits = Limits {
         max_value_bytes: s.config.max_value_bytes(),
         shards: s.config.shards,
         chaos: s.config.chaos,
+        request_timeout: s.config.request_timeout(),
     };
     let conn = s.conn_mut(id)?;
     if conn.phase != Phase::Open || conn.read_closed || conn.output.is_backlogged() {
         return None;
     }
-    Some(conn.input.step(&limits, now))
+    let step = match conn.input.step(&limits, now) {
+        Step::Request(request) => {
+            let seq = take_slot(conn, &request, now);
+            NextStep::Request(request, seq)
+        }
+        Step::Continue => NextStep::Continue,
+        Step::Error(e, method) => NextStep::Error(e, method),
+        Step::NeedMore => NextStep::NeedMore,
+    };
+    Some((step, limits))
+}
+
+/// A [`Step`], a request with the sequence number of its response slot.
+enum NextStep {
+    Request(crate::input::Request, u64),
+    Continue,
+    Error(crate::http::HttpError, crate::http::Method),
+    NeedMore,
 }
 
 /// Reserves the response slot of a complete request and decides whether the
-/// connection stays open after it.
-fn take_slot(lp: &mut Loop, id: ConnId, request: &crate::input::Request) -> Option<Responder> {
-    let now = lp.now();
-    let conn = server_mut(lp).conn_mut(id)?;
+/// connection stays open after it; returns the slot's sequence number.
+fn take_slot(conn: &mut Conn, request: &crate::input::Request, now: Instant) -> u64 {
     let last = !request.keep_alive || (conn.draining && !conn.input.in_request());
     let persistence = if last {
         conn.read_closed = true;
@@ -238,8 +259,7 @@ fn take_slot(lp: &mut Loop, id: ConnId, request: &crate::input::Request) -> Opti
     } else {
         Persistence::KeepAlive
     };
-    let seq = conn.output.push_slot(request.method, now, persistence);
-    Some(Responder { conn: id, seq })
+    conn.output.push_slot(request.method, now, persistence)
 }
 
 /// Starts a plain receive if the connection wants one and none is in

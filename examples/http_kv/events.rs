@@ -115,14 +115,38 @@ pub struct Pending {
     manager: Option<Pid>,
 }
 
-/// Notifies an answered request, with the others answered in this tick.
-pub fn notify(lp: &mut Loop, event: RequestEvent) {
-    let pending = &mut server_mut(lp).events;
-    pending.events.push(event);
-    match pending.events.len() {
-        1 => lp.defer(flush),
-        BATCH_EVENTS_MAX => flush(lp),
-        _ => {}
+/// What gathering an event asks of the caller once it can reach the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the batch goes out only if the caller acts on it"]
+pub enum Gathered {
+    /// The first event of a batch: send it at the end of the tick's work.
+    FlushLater,
+    /// A full batch: send it now.
+    FlushNow,
+    /// Nothing to do.
+    Nothing,
+}
+
+impl Pending {
+    /// Gathers an answered request for the batch of this tick; the caller
+    /// passes what it returns to [`gathered`] (an answer is encoded under
+    /// the same borrow of the server that gathers its event).
+    pub fn push(&mut self, event: RequestEvent) -> Gathered {
+        self.events.push(event);
+        match self.events.len() {
+            1 => Gathered::FlushLater,
+            BATCH_EVENTS_MAX => Gathered::FlushNow,
+            _ => Gathered::Nothing,
+        }
+    }
+}
+
+/// Acts on what [`Pending::push`] returned.
+pub fn gathered(lp: &mut Loop, gathered: Gathered) {
+    match gathered {
+        Gathered::FlushLater => lp.defer(flush),
+        Gathered::FlushNow => flush(lp),
+        Gathered::Nothing => {}
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Limits {
     pub shards: usize,
     /// `--chaos`.
     pub chaos: bool,
+    /// How long a request may wait for its shard.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The input side of one connection.
@@ -353,6 +355,7 @@ mod tests {
         max_value_bytes: 64,
         shards: 4,
         chaos: false,
+        request_timeout: std::time::Duration::from_secs(1),
     };
 
     fn feed(input: &mut Input, bytes: &[u8]) {

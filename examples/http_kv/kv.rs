@@ -93,9 +93,12 @@ pub enum KvEntry {
     Delete(Key),
 }
 
-/// One shard: a durable map from keys to values.
+/// One shard: a durable map from keys to values. Keys are kept as requests
+/// carry them (a short key inline, no heap block of its own), and searched
+/// with [`Key`]'s word-at-a-time order instead of a `memcmp` per node key
+/// (a pipelined GET spent a tenth of its instructions in those calls).
 pub struct KvShard {
-    map: BTreeMap<Vec<u8>, Value>,
+    map: BTreeMap<Key, Value>,
     counters: Rc<Counters>,
     index: usize,
 }
@@ -118,9 +121,9 @@ impl DurableServer for KvShard {
 
     fn handle_call(&self, request: KvRequest) -> Decision<Self> {
         match request {
-            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&*key).cloned())),
+            KvRequest::Get { key } => Decision::Reply(KvReply::Value(self.map.get(&key).cloned())),
             KvRequest::Put { key, value } => Decision::Record(KvEntry::Put(key, value)),
-            KvRequest::Delete { key } if self.map.contains_key(&*key) => {
+            KvRequest::Delete { key } if self.map.contains_key(&key) => {
                 Decision::Record(KvEntry::Delete(key))
             }
             KvRequest::Delete { .. } => Decision::Reply(KvReply::Deleted { existed: false }),
@@ -130,7 +133,7 @@ impl DurableServer for KvShard {
                     .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(&prefix))
                     .take(limit)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| k.to_vec())
                     .collect();
                 Decision::Reply(KvReply::Keys(keys))
             }
@@ -141,7 +144,7 @@ impl DurableServer for KvShard {
     fn apply(&mut self, entry: KvEntry) -> KvReply {
         let reply = match entry {
             KvEntry::Put(key, value) => {
-                let created = match self.map.get_mut(&*key) {
+                let created = match self.map.get_mut(&key) {
                     // A value nobody else holds (no response still being
                     // written) is replaced in place: no allocation.
                     Some(old) => {
@@ -152,14 +155,14 @@ impl DurableServer for KvShard {
                         false
                     }
                     None => {
-                        self.map.insert(key.into_vec(), Rc::new(value));
+                        self.map.insert(key, Rc::new(value));
                         true
                     }
                 };
                 KvReply::Stored { created }
             }
             KvEntry::Delete(key) => KvReply::Deleted {
-                existed: self.map.remove(&*key).is_some(),
+                existed: self.map.remove(&key).is_some(),
             },
         };
         self.counters.keys.set(self.map.len() as u64);
@@ -214,7 +217,7 @@ impl DurableServer for KvShard {
             }
             shard
                 .map
-                .insert(key.to_vec(), Rc::new(after_len[..len].to_vec()));
+                .insert(Key::from(key), Rc::new(after_len[..len].to_vec()));
             rest = &after_len[len..];
         }
         if !rest.is_empty() {

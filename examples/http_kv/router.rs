@@ -16,7 +16,7 @@ use std::rc::Rc;
 use ringvisor::Loop;
 
 use crate::http::Method;
-use crate::input::Request;
+use crate::input::{Limits, Request};
 use crate::key::Key;
 use crate::output::Responder;
 use crate::percent;
@@ -68,13 +68,19 @@ pub enum Route {
 /// Routes a request target (origin form, or absolute form whose scheme and
 /// authority are ignored).
 pub fn route(target: &str, shards: usize, chaos: bool) -> Route {
+    // Nearly every request names a key: one scan of it, before the general
+    // split of path and query (an origin-form target starting with `/kv/`
+    // has no authority to strip).
+    if let Some(rest) = target.strip_prefix("/kv/") {
+        return key_route(rest.as_bytes());
+    }
     let target = strip_authority(target);
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
     if let Some(raw_key) = path.strip_prefix("/kv/") {
-        return key_route(raw_key);
+        return key_route(raw_key.as_bytes());
     }
     match path {
         "/kv" => list_route(query.unwrap_or("")),
@@ -99,8 +105,27 @@ fn strip_authority(target: &str) -> &str {
     target
 }
 
-fn key_route(raw: &str) -> Route {
-    let Ok(key) = Key::decode(raw.as_bytes()) else {
+/// The route of the key segment `rest` (what follows `/kv/`, up to a `?`
+/// that starts the query, which is ignored).
+fn key_route(rest: &[u8]) -> Route {
+    // One pass finds the end of the segment and whether anything in it is
+    // escaped (keys are short: a byte loop costs less than two searches).
+    let mut end = rest.len();
+    let mut escaped = false;
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'?' {
+            end = i;
+            break;
+        }
+        escaped |= b == b'%';
+    }
+    let raw = &rest[..end];
+    let key = if escaped {
+        Key::decode(raw)
+    } else {
+        Ok(Key::from(raw))
+    };
+    let Ok(key) = key else {
         return invalid(400, "invalid percent-encoding in key\n");
     };
     match key.len() {
@@ -137,17 +162,17 @@ fn invalid(status: u16, reason: &'static str) -> Route {
 }
 
 /// Answers `request` through `responder`, now or once shards reply.
-pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
+pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request, limits: &Limits) {
     let method = request.method;
     let read = matches!(method, Method::Get | Method::Head);
     match request.route {
         Route::Key(key) => match method {
-            Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }),
+            Method::Get | Method::Head => call_key(lp, responder, KvRequest::Get { key }, limits),
             Method::Put => {
                 let value = request.body;
-                call_key(lp, responder, KvRequest::Put { key, value });
+                call_key(lp, responder, KvRequest::Put { key, value }, limits);
             }
-            Method::Delete => call_key(lp, responder, KvRequest::Delete { key }),
+            Method::Delete => call_key(lp, responder, KvRequest::Delete { key }, limits),
             _ => responder.send(lp, Response::method_not_allowed(ALLOW_KEY)),
         },
         Route::List { prefix, limit } if read => list(lp, responder, prefix, limit),
@@ -175,18 +200,22 @@ pub fn dispatch(lp: &mut Loop, responder: Responder, request: Request) {
     }
 }
 
-fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest) {
+fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest, limits: &Limits) {
     let key: &[u8] = match &request {
         KvRequest::Get { key } | KvRequest::Delete { key } => key,
         KvRequest::Put { key, .. } => key,
         _ => unreachable!("call_key takes key requests"),
     };
-    let config = &server(lp).config;
-    let shard = shard::shard_for_key(key, config.shards);
-    let timeout = config.request_timeout();
-    shard::call(lp, shard, request, timeout, move |lp, reply| {
-        responder.send(lp, key_response(reply));
-    });
+    let shard = shard::shard_for_key(key, limits.shards);
+    shard::call(
+        lp,
+        shard,
+        request,
+        limits.request_timeout,
+        move |lp, reply| {
+            responder.send(lp, key_response(reply));
+        },
+    );
 }
 
 /// The answer to a key request's shard reply.
@@ -315,6 +344,11 @@ mod tests {
         assert_eq!(
             route("/kv/a/b?x=1", 8, false),
             Route::Key(Key::from(&b"a/b"[..]))
+        );
+        assert_eq!(
+            route("/kv/a%2Fb?x=%zz", 8, false),
+            Route::Key(Key::from(&b"a/b"[..])),
+            "the query is not part of the key"
         );
         assert_eq!(
             route("http://host:1/kv/z", 8, false),

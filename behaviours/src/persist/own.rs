@@ -122,6 +122,18 @@ impl Host for Core {
     }
 }
 
+/// See [`Store::append_unlogged`](super::Store::append_unlogged).
+pub(crate) fn append_unlogged(rc: &Shared) -> Result<Option<u64>, StoreError> {
+    let mut core = rc.borrow_mut();
+    core.check_open()?;
+    if core.options.durability != Durability::Never {
+        return Ok(None);
+    }
+    let seq = core.next_seq;
+    core.next_seq += 1;
+    Ok(Some(seq))
+}
+
 pub(crate) fn append_with(
     rc: &Shared,
     lp: &mut Loop,

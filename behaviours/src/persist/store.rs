@@ -151,6 +151,35 @@ impl Store {
         }
     }
 
+    /// Takes the next sequence number for an entry without writing it, if
+    /// the store is memory-only ([`Durability::Never`]: it writes no entry,
+    /// so an entry is at once as durable as it will ever be); `Ok(None)`,
+    /// taking nothing, for a store that logs its entries (append those with
+    /// [`Store::append_with`]). A memory-only store's owner learns here what
+    /// `append_with`'s callback would tell it a tick later, without that
+    /// callback boxed and deferred per entry. Refused as `append_with` would
+    /// be (closed, failed).
+    ///
+    /// ```
+    /// use ringvisor_behaviours::persist::{Durability, Options, Store};
+    /// use ringvisor_runtime::Loop;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut lp = Loop::new().unwrap();
+    /// let memory_only = Options { durability: Durability::Never, ..Options::default() };
+    /// Store::open(&mut lp, dir.path(), memory_only, |_, res| {
+    ///     let (store, _) = res.unwrap();
+    ///     assert_eq!(store.append_unlogged(), Ok(Some(1)));
+    ///     assert_eq!(store.next_seq(), 2);
+    /// });
+    /// lp.run().unwrap();
+    /// ```
+    pub fn append_unlogged(&self) -> Result<Option<u64>, StoreError> {
+        match &self.inner {
+            Inner::Own(core) => own::append_unlogged(core),
+            Inner::Stream(handle) => handle.append_unlogged(),
+        }
+    }
+
     /// Makes `state` (the caller's encoding of its state after applying every
     /// entry up to and including `covering_seq`) the new snapshot, then drops
     /// the log segments it covers (for a stream of a shared log: the segments

@@ -322,6 +322,19 @@ impl Handle {
         Ok(())
     }
 
+    /// See [`Store::append_unlogged`](super::super::Store::append_unlogged).
+    pub(crate) fn append_unlogged(&self) -> Result<Option<u64>, StoreError> {
+        let mut core = self.log.borrow_mut();
+        self.check(&mut core)?;
+        if core.options.durability != Durability::Never {
+            return Ok(None);
+        }
+        let stream = core.stream(self.stream);
+        let seq = stream.next_seq;
+        stream.next_seq += 1;
+        Ok(Some(seq))
+    }
+
     pub(crate) fn append_with(
         &self,
         lp: &mut Loop,
