@@ -202,7 +202,7 @@ impl Processes {
 
 /// The process table where it must exist (a process or a call does): one
 /// lookup without `table`'s insertion path.
-#[inline(always)]
+#[inline]
 pub(crate) fn existing(lp: &mut Loop) -> &mut Processes {
     lp.extension_mut::<Processes>()
         .expect("the process table exists while processes or calls do")
