@@ -374,8 +374,10 @@ impl<D: DurableServer> Durable<D> {
             return;
         };
         match state.handle_call(call) {
+            // Replies join the batch's buffer: the scheduler ends a run of
+            // them to one call site together.
             Decision::Reply(reply) if self.held.is_empty() => {
-                ctx.reply(from, reply);
+                ctx.reply_now(from, reply);
             }
             // Reads wait behind unsynced writes: never show what may be lost.
             Decision::Reply(reply) => self.held.push_back((self.last_seq, from, reply)),
@@ -440,7 +442,7 @@ impl<D: DurableServer> Durable<D> {
                 break;
             }
             let (_, from, reply) = self.held.pop_front().expect("checked");
-            ctx.reply(from, reply);
+            ctx.reply_now(from, reply);
         }
     }
 
