@@ -353,7 +353,12 @@ impl Processes {
             },
             None => slot.overflow.push(Pending::User(Box::new(message))),
         }
-        Ok(self.enqueue(pid))
+        // Enqueued with the slot at hand (`enqueue` would look it up again).
+        if !slot.in_run_queue {
+            slot.in_run_queue = true;
+            self.run_queue.push_back(pid);
+        }
+        Ok(self.schedule_pass())
     }
 }
 
