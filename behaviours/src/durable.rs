@@ -406,9 +406,16 @@ impl<D: DurableServer> Durable<D> {
                         let reply = state.apply(entry);
                         self.last_seq = seq;
                         self.entries_since_snapshot += 1;
-                        self.held.push_back((seq, from, reply));
-                        if durable {
-                            self.release(ctx, seq);
+                        if durable && self.held.is_empty() {
+                            // Nothing waits ahead of it: answer now (what
+                            // `release` would do, without the queue).
+                            self.durable_seq = self.durable_seq.max(seq);
+                            ctx.reply_now(from, reply);
+                        } else {
+                            self.held.push_back((seq, from, reply));
+                            if durable {
+                                self.release(ctx, seq);
+                            }
                         }
                         self.maybe_snapshot(ctx);
                     }

@@ -222,6 +222,7 @@ fn next_step(lp: &mut Loop, id: ConnId) -> Option<(NextStep, Limits)> {
         shards: s.config.shards,
         chaos: s.config.chaos,
         request_timeout: s.config.request_timeout(),
+        shard_pids: s.shard_pids.clone(),
     };
     let conn = s.conn_mut(id)?;
     if conn.phase != Phase::Open || conn.read_closed || conn.output.is_backlogged() {

@@ -77,7 +77,7 @@ pub enum RecvTarget {
 }
 
 /// What the router needs to know to route a head.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// `--max-value-bytes`.
     pub max_value_bytes: usize,
@@ -87,6 +87,8 @@ pub struct Limits {
     pub chaos: bool,
     /// How long a request may wait for its shard.
     pub request_timeout: std::time::Duration,
+    /// Where the shards are.
+    pub shard_pids: crate::shard::ShardPids,
 }
 
 /// The input side of one connection.
@@ -351,12 +353,15 @@ mod tests {
     use super::*;
     use crate::router::Route;
 
-    const LIMITS: Limits = Limits {
-        max_value_bytes: 64,
-        shards: 4,
-        chaos: false,
-        request_timeout: std::time::Duration::from_secs(1),
-    };
+    fn limits() -> Limits {
+        Limits {
+            max_value_bytes: 64,
+            shards: 4,
+            chaos: false,
+            request_timeout: std::time::Duration::from_secs(1),
+            shard_pids: Default::default(),
+        }
+    }
 
     fn feed(input: &mut Input, bytes: &[u8]) {
         let (target, mut buf) = input.take_recv_buffer();
@@ -368,7 +373,7 @@ mod tests {
     fn requests(input: &mut Input) -> Vec<Result<Request, HttpError>> {
         let mut out = Vec::new();
         loop {
-            match input.step(&LIMITS, Instant::now()) {
+            match input.step(&limits(), Instant::now()) {
                 Step::Request(r) => out.push(Ok(r)),
                 Step::Error(e, _) => {
                     out.push(Err(e));
@@ -404,7 +409,7 @@ mod tests {
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
         );
         assert!(matches!(
-            input.step(&LIMITS, Instant::now()),
+            input.step(&limits(), Instant::now()),
             Step::NeedMore
         ));
         let (target, mut buf) = input.take_recv_buffer();
@@ -412,7 +417,7 @@ mod tests {
         assert_eq!(buf.capacity() - buf.len(), 10);
         buf.extend_from_slice(b"0123456789");
         input.put_recv_buffer(target, buf, 10, Instant::now());
-        let Step::Request(r) = input.step(&LIMITS, Instant::now()) else {
+        let Step::Request(r) = input.step(&limits(), Instant::now()) else {
             panic!("complete")
         };
         assert_eq!(r.body, b"0123456789");
@@ -427,7 +432,7 @@ mod tests {
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
         );
         assert!(matches!(
-            input.step(&LIMITS, Instant::now()),
+            input.step(&limits(), Instant::now()),
             Step::Continue
         ));
         let mut input = Input::new();
@@ -436,7 +441,7 @@ mod tests {
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n",
         );
         assert!(
-            matches!(input.step(&LIMITS, Instant::now()), Step::Error(e, Method::Put) if e.status == 413)
+            matches!(input.step(&limits(), Instant::now()), Step::Error(e, Method::Put) if e.status == 413)
         );
         let mut input = Input::new();
         feed(
@@ -444,12 +449,12 @@ mod tests {
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n",
         );
         assert!(
-            matches!(input.step(&LIMITS, Instant::now()), Step::Error(e, _) if e.status == 413)
+            matches!(input.step(&limits(), Instant::now()), Step::Error(e, _) if e.status == 413)
         );
         let mut input = Input::new();
         feed(&mut input, &[b'a'; HEAD_BYTES_MAX]);
         assert!(
-            matches!(input.step(&LIMITS, Instant::now()), Step::Error(e, _) if e.status == 414)
+            matches!(input.step(&limits(), Instant::now()), Step::Error(e, _) if e.status == 414)
         );
     }
 

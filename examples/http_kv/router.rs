@@ -207,9 +207,9 @@ fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest, limits: &Li
         _ => unreachable!("call_key takes key requests"),
     };
     let shard = shard::shard_for_key(key, limits.shards);
-    shard::call(
+    shard::call_pid(
         lp,
-        shard,
+        limits.shard_pids.get(shard),
         request,
         limits.request_timeout,
         move |lp, reply| {

@@ -42,6 +42,8 @@ struct Listener {
 pub struct Server {
     /// The configuration.
     pub config: Config,
+    /// Where the shards are (shared with the shard table).
+    pub shard_pids: crate::shard::ShardPids,
     /// Open connections.
     pub conns: Slab<Conn>,
     next_generation: u32,
@@ -97,6 +99,7 @@ impl Server {
 /// Installs the server on `lp` and starts accepting on `listener_fd`.
 pub fn start(lp: &mut Loop, config: Config, listener_fd: RawFd, local_addr: SocketAddr) {
     let server = Server {
+        shard_pids: crate::shard::pids(lp),
         conns: Slab::with_capacity(1024.min(config.max_connections as usize)),
         config,
         next_generation: 0,

@@ -129,7 +129,28 @@ struct Shards {
     /// every (re)start: a request finds its shard without hashing a name.
     /// Between an exit and the restart the stale Pid gets `NoProc`, as
     /// `whereis` would have found no name.
-    pids: Vec<Cell<Option<Pid>>>,
+    pids: ShardPids,
+}
+
+/// Each shard's Pid as of its last start, shared by the shard table and the
+/// server (whose per-request look-up already made finds it here, with no
+/// second look-up for the shards).
+#[derive(Clone, Default)]
+pub struct ShardPids(Rc<[Cell<Option<Pid>>]>);
+
+impl ShardPids {
+    /// Shard `shard`'s process, if it has started.
+    pub fn get(&self, shard: usize) -> Option<Pid> {
+        self.0.get(shard)?.get()
+    }
+}
+
+impl std::fmt::Debug for ShardPids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(Cell::get))
+            .finish()
+    }
 }
 
 fn durability(sync: SyncMode) -> Durability {
@@ -189,7 +210,10 @@ fn shard_spec(
         };
         let pid =
             durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)?.pid();
-        if let Some(slot) = lp.extension::<Shards>().and_then(|all| all.pids.get(index)) {
+        if let Some(slot) = lp
+            .extension::<Shards>()
+            .and_then(|all| all.pids.0.get(index))
+        {
             slot.set(Some(pid));
         }
         Ok(pid)
@@ -230,7 +254,7 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
     children.extend(others);
     // Before the shards start: their start functions record their Pids here.
     let names = (0..config.shards).map(|i| format!("shard-{i}")).collect();
-    let pids = (0..config.shards).map(|_| Cell::new(None)).collect();
+    let pids = ShardPids((0..config.shards).map(|_| Cell::new(None)).collect());
     lp.insert_extension(Shards {
         names,
         counters: counters.clone(),
@@ -253,6 +277,13 @@ pub fn ready(lp: &Loop) -> bool {
         .is_some_and(|all| all.counters.iter().all(|c| c.ready.get()))
 }
 
+/// The shards' Pids (empty before [`start`]).
+pub fn pids(lp: &Loop) -> ShardPids {
+    lp.extension::<Shards>()
+        .map(|all| all.pids.clone())
+        .unwrap_or_default()
+}
+
 /// Sends `request` to shard `shard`; `reply` runs later from the loop with
 /// the answer or why there is none (`Timeout` after `timeout`).
 pub fn call(
@@ -262,8 +293,21 @@ pub fn call(
     timeout: Duration,
     reply: impl FnOnce(&mut Loop, Result<KvReply, ShardError>) + 'static,
 ) {
+    let pid = shard_pid(lp, shard);
+    call_pid(lp, pid, request, timeout, reply);
+}
+
+/// [`call`] to a shard's process found through [`ShardPids`] (`None`: the
+/// shard is not running).
+pub fn call_pid(
+    lp: &mut Loop,
+    pid: Option<Pid>,
+    request: KvRequest,
+    timeout: Duration,
+    reply: impl FnOnce(&mut Loop, Result<KvReply, ShardError>) + 'static,
+) {
     debug_assert!(timeout > Duration::ZERO);
-    let Some(pid) = shard_pid(lp, shard) else {
+    let Some(pid) = pid else {
         lp.defer(move |lp| reply(lp, Err(ShardError::Unavailable)));
         return;
     };
@@ -283,7 +327,7 @@ pub fn call(
 
 /// The process serving `shard`, as of its last start.
 fn shard_pid(lp: &Loop, shard: usize) -> Option<Pid> {
-    lp.extension::<Shards>()?.pids.get(shard)?.get()
+    lp.extension::<Shards>()?.pids.get(shard)
 }
 
 /// Every shard's figures, in shard order.
