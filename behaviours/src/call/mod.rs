@@ -70,12 +70,13 @@ impl std::convert::From<SendError> for CallError {
 type Finisher<R> = fn(&mut Processes, u32, u32, u32, Result<R, CallError>) -> Option<bool>;
 
 /// Replies of a batch, in the order they were made.
-pub(crate) type Replies<'a, R> = std::iter::Peekable<std::vec::Drain<'a, (From<R>, R)>>;
+pub(crate) type Replies<'a, R> = std::vec::Drain<'a, (From<R>, R)>;
 
-/// Ends the next replies of a batch that go to one table (the table of the
-/// first): one typed look-up and one drain entry for the run. True if a
-/// scheduler pass must be deferred.
-type RunFinisher<R> = fn(&mut Processes, &mut Replies<'_, R>) -> bool;
+/// Ends `first` and the replies after it that go to the same table: one
+/// typed look-up and one drain entry for the run. Returns the first reply
+/// to another table, if any, and whether a scheduler pass must be deferred.
+type RunFinisher<R> =
+    fn(&mut Processes, (From<R>, R), &mut Replies<'_, R>) -> (Option<(From<R>, R)>, bool);
 
 /// The token a server replies through; reply once with `reply` (or by
 /// returning a reply from `handle_call`).
@@ -236,10 +237,13 @@ pub(crate) fn reply_all_in<R: 'static>(
     // Replies to one table in a row (callers from one call site) end
     // together.
     let mut defer = false;
-    let mut run = replies.drain(..).peekable();
-    while let Some((from, _)) = run.peek() {
-        let finish_run = from.ends.finish_run;
-        defer |= finish_run(procs, &mut run);
+    let mut rest = replies.drain(..);
+    let mut next = rest.next();
+    while let Some(first) = next {
+        let finish_run = first.0.ends.finish_run;
+        let (other, deferred) = finish_run(procs, first, &mut rest);
+        defer |= deferred;
+        next = other;
     }
     defer
 }

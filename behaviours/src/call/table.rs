@@ -310,33 +310,41 @@ where
     Some(procs.schedule_drain(drain::<F, R>, table))
 }
 
-/// Ends the replies at the front of `replies` that go to table `F, R` (the
-/// first one's; see `RunFinisher`): late ones are dropped, the others'
-/// continuations queued under one drain entry.
-pub(super) fn finish_run<F, R>(procs: &mut Processes, replies: &mut super::Replies<'_, R>) -> bool
+/// Ends `first` and the replies after it that go to its table `F, R` (see
+/// `RunFinisher`): late ones are dropped, the others' continuations queued
+/// under one drain entry. Returns the first reply to another table.
+pub(super) fn finish_run<F, R>(
+    procs: &mut Processes,
+    first: (super::From<R>, R),
+    rest: &mut super::Replies<'_, R>,
+) -> (Option<(super::From<R>, R)>, bool)
 where
     F: FnOnce(&mut Loop, Result<R, CallError>) + 'static,
     R: 'static,
 {
-    let Some((first, _)) = replies.peek() else {
-        return false;
-    };
-    let table = first.table;
+    let table = first.0.table;
     let calls = procs.calls.typed::<F, R>(table as usize);
     let mut finished = 0;
-    while let Some((from, value)) = replies.next_if(|(from, _)| from.table == table) {
-        if !calls.is_waiting(from.key, from.generation) {
-            continue; // a late reply: the caller gave up
+    let mut next = Some(first);
+    let other = loop {
+        let Some((from, value)) = next else {
+            break None;
+        };
+        if from.table != table {
+            break Some((from, value));
         }
-        let waiting = calls.waiting.remove(from.key as usize);
-        calls.ready.push((waiting.continuation, Ok(value)));
-        finished += 1;
-    }
+        if calls.is_waiting(from.key, from.generation) {
+            let waiting = calls.waiting.remove(from.key as usize);
+            calls.ready.push((waiting.continuation, Ok(value)));
+            finished += 1;
+        } // else a late reply: the caller gave up
+        next = rest.next();
+    };
     if finished == 0 {
-        return false;
+        return (other, false);
     }
     procs.calls.push_drain(drain::<F, R>, table, finished);
-    procs.schedule_pass()
+    (other, procs.schedule_pass())
 }
 
 /// The timer of a deadline queue fired: time out what is due, re-arm.
