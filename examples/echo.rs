@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use clap::Parser;
-use ringvisor::{Backend, ListenOptions, Loop, OpError, SendRecvOutcome};
+use ringvisor::{Backend, ListenOptions, Loop, OpError, SendRecvDone, SendRecvOutcome};
 
 /// Bytes read per recv.
 const RECV_CAPACITY_BYTES: usize = 16 * 1024;
@@ -90,18 +90,24 @@ fn recv_next(lp: &mut Loop, fd: RawFd, buf: Vec<u8>) {
 }
 
 /// Echoes `received` and waits for the next message in one op (one kernel
-/// entry per message on io_uring). The two buffers swap roles each time.
+/// entry per message on io_uring, nothing allocated). The two buffers swap
+/// roles each time.
 fn echo_then_recv(lp: &mut Loop, fd: RawFd, received: Vec<u8>, mut next: Vec<u8>) {
     next.clear();
-    lp.send_recv(
-        fd,
-        received,
-        next,
-        move |lp, outcome, sent, next| match outcome {
+    lp.send_recv_with::<Echoed>(fd, received, next, fd as u64);
+}
+
+/// A message went out and the next came in (or the connection ended).
+struct Echoed;
+
+impl SendRecvDone for Echoed {
+    fn done(lp: &mut Loop, fd: u64, outcome: SendRecvOutcome, sent: Vec<u8>, next: Vec<u8>) {
+        let fd = fd as RawFd;
+        match outcome {
             SendRecvOutcome::Received(Ok(n)) if n > 0 => echo_then_recv(lp, fd, next, sent),
             _ => close(lp, fd),
-        },
-    );
+        }
+    }
 }
 
 fn close(lp: &mut Loop, fd: RawFd) {

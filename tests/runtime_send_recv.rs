@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ringvisor::{backend_tests, Backend, Loop, OpError, SendRecvOutcome};
+use ringvisor::{backend_tests, Backend, Loop, OpError, SendRecvDone, SendRecvOutcome};
 use runtime_support::*;
 
 /// What a test's callback saw: (outcome, out, input), once.
@@ -60,6 +60,35 @@ fn is_send_failure(outcome: &SendRecvOutcome, errnos: &[i32]) -> bool {
     match outcome {
         SendRecvOutcome::SendFailed(e) => e.raw_os_error().is_some_and(|n| errnos.contains(&n)),
         SendRecvOutcome::Received(_) => false,
+    }
+}
+
+/// What `Recorded` saw, kept in the loop: (arg, outcome, out, input).
+#[derive(Default)]
+struct Recorded(Vec<(u64, SendRecvOutcome, Vec<u8>, Vec<u8>)>);
+
+/// A `send_recv_with` handler that records each completion, then sends
+/// `arg - 1` bytes back and waits again while `arg > 1` (a chain of
+/// exchanges, each reusing the last one's buffer box).
+struct Record;
+
+impl SendRecvDone for Record {
+    fn done(lp: &mut Loop, arg: u64, outcome: SendRecvOutcome, out: Vec<u8>, input: Vec<u8>) {
+        let fd = (arg >> 32) as RawFd;
+        let left = arg & 0xffff_ffff;
+        let again = matches!(outcome, SendRecvOutcome::Received(Ok(n)) if n > 0) && left > 1;
+        lp.extension_or_insert_with(Recorded::default)
+            .0
+            .push((left, outcome, out, input));
+        if again {
+            let out = vec![b'a'; (left - 1) as usize];
+            lp.send_recv_with::<Record>(
+                fd,
+                out,
+                Vec::with_capacity(16),
+                ((fd as u64) << 32) | (left - 1),
+            );
+        }
     }
 }
 
@@ -281,6 +310,64 @@ backend_tests! {
         let (outcome, out, _) = only(&seen);
         let SendRecvOutcome::SendFailed(OpError::Io(e)) = outcome else {
             panic!("expected InvalidInput")
+        };
+        assert_eq!((e.kind(), &out[..]), (std::io::ErrorKind::InvalidInput, &b"x"[..]));
+        close_fd(fd);
+    }
+
+    fn a_handler_gets_each_exchange_of_a_chain_with_its_argument(backend) {
+        // Three exchanges through `send_recv_with` (no closure): the peer
+        // answers each send with one byte.
+        let (fd, peer) = tcp_pair(backend);
+        let peer = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = Vec::new();
+            for len in [3usize, 2, 1] {
+                let mut buf = vec![0u8; len];
+                peer.read_exact(&mut buf).expect("peer read");
+                got.push(buf);
+                peer.write_all(b"!").expect("write");
+            }
+            got
+        });
+        let mut lp = new_loop(backend);
+        let arg = ((fd as u64) << 32) | 3;
+        lp.send_recv_with::<Record>(fd, b"abc".to_vec(), Vec::with_capacity(16), arg);
+        lp.run_for(Duration::from_secs(10)).expect("run");
+        let seen = lp.remove_extension::<Recorded>().expect("recorded").0;
+        let summary: Vec<(u64, usize, Vec<u8>)> = seen
+            .iter()
+            .map(|(left, outcome, out, input)| {
+                let SendRecvOutcome::Received(Ok(n)) = outcome else {
+                    panic!("exchange {left}: {outcome:?}")
+                };
+                assert_eq!(&input[..], b"!");
+                (*left, *n, out.clone())
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(3, 1, b"abc".to_vec()), (2, 1, b"aa".to_vec()), (1, 1, b"a".to_vec())]
+        );
+        // The third completion has 1 left: no fourth exchange.
+        assert_eq!(
+            peer.join().expect("peer"),
+            vec![b"abc".to_vec(), b"aa".to_vec(), b"a".to_vec()]
+        );
+        close_fd(fd);
+    }
+
+    fn a_handler_hears_of_bad_arguments_from_the_loop(backend) {
+        let (fd, _peer) = tcp_pair(backend);
+        let mut lp = new_loop(backend);
+        // No spare capacity for the receive: refused before anything is sent.
+        lp.send_recv_with::<Record>(fd, b"x".to_vec(), Vec::new(), ((fd as u64) << 32) | 1);
+        assert!(lp.extension::<Recorded>().is_none(), "never from inside the call");
+        lp.run_for(Duration::from_millis(100)).expect("run");
+        let seen = lp.remove_extension::<Recorded>().expect("recorded").0;
+        assert_eq!(seen.len(), 1);
+        let (_, SendRecvOutcome::SendFailed(OpError::Io(e)), out, _) = &seen[0] else {
+            panic!("expected InvalidInput: {:?}", seen[0].1)
         };
         assert_eq!((e.kind(), &out[..]), (std::io::ErrorKind::InvalidInput, &b"x"[..]));
         close_fd(fd);

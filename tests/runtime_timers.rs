@@ -144,6 +144,21 @@ backend_tests! {
         assert_eq!(lp.stats().syscalls, 0, "{:?}", lp.stats());
     }
 
+    fn deferred_functions_and_closures_run_in_the_order_deferred(backend) {
+        fn push(lp: &mut Loop, n: u64) {
+            lp.extension_mut::<FireOrder>().expect("order").0.push(n as u32);
+        }
+        let mut lp = new_loop(backend);
+        lp.insert_extension(FireOrder(Vec::new()));
+        lp.defer_fn(push, 1);
+        lp.defer(|lp| push(lp, 2));
+        lp.defer_fn(push, 3);
+        assert!(lp.extension::<FireOrder>().expect("order").0.is_empty(), "never at once");
+        lp.run().expect("run");
+        assert_eq!(lp.extension::<FireOrder>().expect("order").0, vec![1, 2, 3]);
+        assert_eq!(lp.stats().syscalls, 0, "deferred work needs no syscall");
+    }
+
     fn a_million_timers_insert_cancel_half_and_fire_the_rest_in_order(backend) {
         let mut lp = new_loop(backend);
         lp.insert_extension(FireOrder(Vec::with_capacity(MILLION as usize / 2)));

@@ -46,7 +46,12 @@ pub const DEFER_BUDGET_PER_TICK: usize = 4096;
 const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Ready = (Option<OpCallback>, Completion);
-type Deferred = Box<dyn FnOnce(&mut Loop)>;
+/// Work deferred to later in the tick: a boxed closure, or a plain
+/// function and its argument ([`Loop::defer_fn`], no allocation).
+enum Deferred {
+    Boxed(Box<dyn FnOnce(&mut Loop)>),
+    Fn(fn(&mut Loop, u64), u64),
+}
 
 /// A single-threaded completion event loop.
 ///
@@ -85,6 +90,10 @@ pub struct Loop {
     shared: Arc<Shared>,
     posted: Vec<Posted>,
     deferred: VecDeque<Deferred>,
+    /// Boxes of finished `send_recv`s, reused by the next ones (boxes, as
+    /// the op holds them: reusing one saves an allocation per op).
+    #[allow(clippy::vec_box)]
+    pub(crate) send_recv_bufs: Vec<Box<crate::op::SendRecvBufs>>,
     /// Typed state layered on the loop (the behaviours' process table).
     extensions: extensions::Extensions,
     stopped: bool,
@@ -178,7 +187,24 @@ impl Loop {
     /// assert_eq!(lp.stats().syscalls, 0, "deferred work needs no syscall");
     /// ```
     pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.deferred.push_back(Box::new(callback));
+        self.deferred.push_back(Deferred::Boxed(Box::new(callback)));
+    }
+
+    /// [`Loop::defer`] with a plain function and its argument: nothing is
+    /// allocated (a closure that captures anything is boxed by `defer`).
+    ///
+    /// ```
+    /// # use ringvisor_runtime::Loop;
+    /// fn later(lp: &mut Loop, n: u64) {
+    ///     assert_eq!(n, 42);
+    ///     lp.stop();
+    /// }
+    /// let mut lp = Loop::new().unwrap();
+    /// lp.defer_fn(later, 42);
+    /// lp.run().unwrap();
+    /// ```
+    pub fn defer_fn(&mut self, callback: fn(&mut Loop, u64), arg: u64) {
+        self.deferred.push_back(Deferred::Fn(callback, arg));
     }
 
     /// Cancels a pending timer; false if it already fired or was canceled.
@@ -391,7 +417,8 @@ impl Loop {
     fn run_deferred(&mut self) {
         for _ in 0..DEFER_BUDGET_PER_TICK {
             match self.deferred.pop_front() {
-                Some(callback) => callback(self),
+                Some(Deferred::Boxed(callback)) => callback(self),
+                Some(Deferred::Fn(callback, arg)) => callback(self, arg),
                 None => return,
             }
         }

@@ -45,7 +45,8 @@ pub use event_loop::{
 pub use handle::{LoopGone, LoopHandle};
 pub use op::{OpError, OpId, OpResult};
 pub use ops::net::{
-    local_addr, set_nodelay, ListenOptions, SendRecvOutcome, LISTEN_BACKLOG_DEFAULT,
+    local_addr, set_nodelay, ListenOptions, SendRecvDone, SendRecvOutcome, LISTEN_BACKLOG_DEFAULT,
+    SEND_RECV_BUFS_POOLED_MAX,
 };
 pub use stats::Stats;
 pub use timer::TimerId;

@@ -256,7 +256,9 @@ pub(crate) enum OpKind {
     },
 }
 
-/// A `send_recv`'s buffers.
+/// A `send_recv`'s buffers (and the argument of a `send_recv_with`, kept
+/// here so its callback captures nothing and is not allocated).
+#[derive(Default)]
 pub(crate) struct SendRecvBufs {
     pub(crate) out: Vec<u8>,
     /// Bytes of `out` known to be sent: advanced by the poll backend as it
@@ -264,6 +266,7 @@ pub(crate) struct SendRecvBufs {
     /// and set to `out.len()` by the receive's completion.
     pub(crate) sent: usize,
     pub(crate) input: Vec<u8>,
+    pub(crate) arg: u64,
 }
 
 /// A vectored write's buffers and the iovecs pointing into them.

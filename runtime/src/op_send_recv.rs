@@ -33,7 +33,9 @@ impl OpTable {
         let OpKind::SendRecv { bufs, .. } = &mut slot.kind else {
             return None;
         };
-        let SendRecvBufs { out, sent, input } = &mut **bufs;
+        let SendRecvBufs {
+            out, sent, input, ..
+        } = &mut **bufs;
         assert!(
             slot.state != OpState::Queued,
             "completion for an op never submitted"
@@ -106,6 +108,7 @@ mod tests {
                 out: out.to_vec(),
                 sent: 0,
                 input: Vec::with_capacity(8),
+                arg: 0,
             }),
         };
         let key = table.insert(kind, None).key as usize;

@@ -427,7 +427,9 @@ fn attempt(kind: &mut OpKind, stats: &mut Stats) -> Attempt {
                 (ret, true)
             }
             OpKind::SendRecv { fd, bufs } => {
-                let SendRecvBufs { out, sent, input } = &mut **bufs;
+                let SendRecvBufs {
+                    out, sent, input, ..
+                } = &mut **bufs;
                 send_recv_step(*fd, out, sent, input, stats)
             }
             OpKind::Shutdown { fd, how } => {

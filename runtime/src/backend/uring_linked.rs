@@ -201,7 +201,9 @@ impl UringDriver {
         let OpKind::SendRecv { fd, bufs } = kind else {
             unreachable!("push_send_recv takes a send_recv")
         };
-        let SendRecvBufs { out, sent, input } = &mut **bufs;
+        let SendRecvBufs {
+            out, sent, input, ..
+        } = &mut **bufs;
         let send_len = (out.len() - *sent) as u32;
         let mut flags = squeue::Flags::IO_LINK;
         if self.linked.cqe_skip {

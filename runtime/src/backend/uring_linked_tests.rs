@@ -129,6 +129,7 @@ fn send_recv(fd: RawFd, out: &[u8]) -> OpKind {
             out: out.to_vec(),
             sent: 0,
             input: Vec::with_capacity(64),
+            arg: 0,
         }),
     }
 }
@@ -137,7 +138,9 @@ fn parts(completion: Completion) -> (Result<i32, OpError>, usize, Vec<u8>, Vec<u
     let OpKind::SendRecv { bufs, .. } = completion.kind else {
         panic!("not a send_recv")
     };
-    let SendRecvBufs { out, sent, input } = *bufs;
+    let SendRecvBufs {
+        out, sent, input, ..
+    } = *bufs;
     (completion.result, sent, out, input)
 }
 

@@ -101,6 +101,7 @@ impl LoopBuilder {
             shared,
             posted: Vec::new(),
             deferred: VecDeque::new(),
+            send_recv_bufs: Vec::new(),
             extensions: extensions::Extensions::default(),
             stopped: false,
             in_callbacks: false,

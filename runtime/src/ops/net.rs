@@ -11,6 +11,24 @@ use crate::op::{Completion, OpError, OpId, OpKind, OpResult, SendRecvBufs, SockA
 /// Default listen backlog.
 pub const LISTEN_BACKLOG_DEFAULT: i32 = 1024;
 
+/// `send_recv` buffer boxes kept for reuse (one per op in flight is the
+/// most a server needs; beyond this many they are freed).
+pub const SEND_RECV_BUFS_POOLED_MAX: usize = 1024;
+
+/// Where [`Loop::send_recv_with`] delivers: a handler type, so the op keeps
+/// a plain function and a `u64` instead of a boxed closure.
+pub trait SendRecvDone: 'static {
+    /// Runs once, from the loop, with what `arg` the op was given, its
+    /// outcome and both buffers back (as [`Loop::send_recv`]'s callback).
+    fn done(lp: &mut Loop, arg: u64, outcome: SendRecvOutcome, out: Vec<u8>, input: Vec<u8>);
+}
+
+/// The op callback of a `send_recv_with::<H>`.
+fn send_recv_done<H: SendRecvDone>(lp: &mut Loop, c: Completion) {
+    let (outcome, out, input, arg) = lp.send_recv_outcome(c);
+    H::done(lp, arg, outcome, out, input)
+}
+
 /// How a [`Loop::send_recv`] ended: either the whole buffer went out and the
 /// receive ran, or the send did not finish and the receive never started.
 ///
@@ -301,35 +319,9 @@ impl Loop {
         input: Vec<u8>,
         callback: impl FnOnce(&mut Loop, SendRecvOutcome, Vec<u8>, Vec<u8>) + 'static,
     ) -> OpId {
-        let problem = if input.capacity() == input.len() {
-            Some("send_recv input buffer has no spare capacity")
-        } else if out.len() > i32::MAX as usize {
-            Some("send_recv output buffer over 2 GiB")
-        } else {
-            None
-        };
-        let kind = OpKind::SendRecv {
-            fd,
-            bufs: Box::new(SendRecvBufs {
-                out,
-                sent: 0,
-                input,
-            }),
-        };
+        let (kind, problem) = self.send_recv_kind(fd, out, input);
         let deliver = move |lp: &mut Loop, c: Completion| {
-            let Completion { result, kind } = c;
-            let OpKind::SendRecv { bufs, .. } = kind else {
-                unreachable!("send_recv completion carries send_recv data")
-            };
-            let SendRecvBufs { out, sent, input } = *bufs;
-            let outcome = if sent < out.len() {
-                debug_assert!(result.is_err(), "an unfinished send is an error");
-                SendRecvOutcome::SendFailed(result.err().unwrap_or_else(|| {
-                    OpError::Io(io::Error::other("send_recv: send did not finish"))
-                }))
-            } else {
-                SendRecvOutcome::Received(result.map(|n| n as usize))
-            };
+            let (outcome, out, input, _) = lp.send_recv_outcome(c);
             callback(lp, outcome, out, input)
         };
         if let Some(problem) = problem {
@@ -337,6 +329,104 @@ impl Loop {
             return self.fail_early(kind, err, deliver);
         }
         self.submit(kind, deliver)
+    }
+
+    /// [`Loop::send_recv`] whose completion goes to `H::done` with `arg`,
+    /// with no allocation per op (the closure of `send_recv` is boxed, and
+    /// its buffers' box is reused here; a request-response server makes one
+    /// of these per request).
+    ///
+    /// ```
+    /// # use ringvisor_runtime::{Backend, Loop, SendRecvDone, SendRecvOutcome};
+    /// # use std::io::Write;
+    /// # use std::os::fd::IntoRawFd;
+    /// struct Answered;
+    /// impl SendRecvDone for Answered {
+    ///     fn done(lp: &mut Loop, fd: u64, outcome: SendRecvOutcome, _out: Vec<u8>, input: Vec<u8>) {
+    ///         assert!(matches!(outcome, SendRecvOutcome::Received(Ok(4))));
+    ///         assert_eq!(&input[..], b"next");
+    ///         lp.close(fd as i32, |_, res| res.unwrap());
+    ///     }
+    /// }
+    /// let mut lp = Loop::new().unwrap();
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// ours.set_nonblocking(lp.backend() == Backend::Poll).unwrap();
+    /// let fd = ours.into_raw_fd();
+    /// peer.write_all(b"next").unwrap();
+    /// lp.send_recv_with::<Answered>(fd, b"answer".to_vec(), Vec::with_capacity(16), fd as u64);
+    /// lp.run().unwrap();
+    /// ```
+    pub fn send_recv_with<H: SendRecvDone>(
+        &mut self,
+        fd: RawFd,
+        out: Vec<u8>,
+        input: Vec<u8>,
+        arg: u64,
+    ) -> OpId {
+        let (mut kind, problem) = self.send_recv_kind(fd, out, input);
+        if let OpKind::SendRecv { bufs, .. } = &mut kind {
+            bufs.arg = arg;
+        }
+        // The callback captures nothing (its argument rides in the op's
+        // buffers): boxing it allocates nothing.
+        if let Some(problem) = problem {
+            let err = io::Error::new(io::ErrorKind::InvalidInput, problem);
+            return self.fail_early(kind, err, send_recv_done::<H>);
+        }
+        self.submit(kind, send_recv_done::<H>)
+    }
+
+    /// The op of a `send_recv` (its buffers in a box from the pool), and
+    /// why it cannot start, if it cannot.
+    fn send_recv_kind(
+        &mut self,
+        fd: RawFd,
+        out: Vec<u8>,
+        input: Vec<u8>,
+    ) -> (OpKind, Option<&'static str>) {
+        let problem = if input.capacity() == input.len() {
+            Some("send_recv input buffer has no spare capacity")
+        } else if out.len() > i32::MAX as usize {
+            Some("send_recv output buffer over 2 GiB")
+        } else {
+            None
+        };
+        let mut bufs = self.send_recv_bufs.pop().unwrap_or_default();
+        *bufs = SendRecvBufs {
+            out,
+            sent: 0,
+            input,
+            arg: 0,
+        };
+        (OpKind::SendRecv { fd, bufs }, problem)
+    }
+
+    /// A completed `send_recv`'s outcome and buffers; its box goes back to
+    /// the pool.
+    fn send_recv_outcome(&mut self, c: Completion) -> (SendRecvOutcome, Vec<u8>, Vec<u8>, u64) {
+        let Completion { result, kind } = c;
+        let OpKind::SendRecv { mut bufs, .. } = kind else {
+            unreachable!("send_recv completion carries send_recv data")
+        };
+        let SendRecvBufs {
+            out,
+            sent,
+            input,
+            arg,
+        } = std::mem::take(&mut *bufs);
+        if self.send_recv_bufs.len() < SEND_RECV_BUFS_POOLED_MAX {
+            self.send_recv_bufs.push(bufs);
+        }
+        let outcome =
+            if sent < out.len() {
+                debug_assert!(result.is_err(), "an unfinished send is an error");
+                SendRecvOutcome::SendFailed(result.err().unwrap_or_else(|| {
+                    OpError::Io(io::Error::other("send_recv: send did not finish"))
+                }))
+            } else {
+                SendRecvOutcome::Received(result.map(|n| n as usize))
+            };
+        (outcome, out, input, arg)
     }
 
     /// Shuts down one or both directions of a socket.
