@@ -25,7 +25,7 @@ use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use ringvisor::{Loop, OpError, OpId, SendRecvOutcome, TimerId};
+use ringvisor::{Loop, OpError, OpId, SendRecvDone, SendRecvOutcome, TimerId};
 
 use crate::input::{Input, Limits, RecvTarget, Step};
 use crate::output::{self, Output, Responder, LINKED_SEND_BYTES_MAX};
@@ -316,9 +316,7 @@ pub fn send_then_recv(lp: &mut Loop, id: ConnId, out: Vec<u8>) {
     // write deadline of its own, so the idle one applies.
     conn.last_activity = now;
     let (target, input) = conn.input.take_recv_buffer();
-    let op = lp.send_recv(fd, out, input, move |lp, outcome, out, input| {
-        on_send_recv(lp, id, target, outcome, out, input)
-    });
+    let op = lp.send_recv_with::<SentThenReceived>(fd, out, input, pack_recv(id, target));
     if let Some(conn) = server_mut(lp).conn_mut(id) {
         conn.recv_op = Some(op);
         conn.output.send_op = Some(op);
@@ -326,6 +324,40 @@ pub fn send_then_recv(lp: &mut Loop, id: ConnId, out: Vec<u8>) {
     }
     // The idle deadline starts now; the op may wait long for its request.
     rearm_timer(lp, id);
+}
+
+/// A connection and the target of its receive, as one op argument (no
+/// closure to allocate per linked send).
+fn pack_recv(id: ConnId, target: RecvTarget) -> u64 {
+    debug_assert!(
+        id.key < 1 << 31,
+        "connections are bounded by --max-connections"
+    );
+    let body = u64::from(target == RecvTarget::Body);
+    u64::from(id.key) | body << 31 | u64::from(id.generation) << 32
+}
+
+fn unpack_recv(arg: u64) -> (ConnId, RecvTarget) {
+    let id = ConnId {
+        key: (arg & 0x7fff_ffff) as u32,
+        generation: (arg >> 32) as u32,
+    };
+    let target = if arg & (1 << 31) != 0 {
+        RecvTarget::Body
+    } else {
+        RecvTarget::Input
+    };
+    (id, target)
+}
+
+/// Where a connection's linked send and receive complete.
+struct SentThenReceived;
+
+impl SendRecvDone for SentThenReceived {
+    fn done(lp: &mut Loop, arg: u64, outcome: SendRecvOutcome, out: Vec<u8>, input: Vec<u8>) {
+        let (id, target) = unpack_recv(arg);
+        on_send_recv(lp, id, target, outcome, out, input)
+    }
 }
 
 fn on_send_recv(

@@ -256,7 +256,17 @@ pub fn schedule_flush(lp: &mut Loop, id: ConnId) {
 
 /// Defers the flush [`Output::flush_wanted`] marked scheduled.
 fn defer_flush(lp: &mut Loop, id: ConnId) {
-    lp.defer(move |lp| flush(lp, id, 0));
+    // A function and the packed id: nothing allocated per flush.
+    let packed = u64::from(id.key) | u64::from(id.generation) << 32;
+    lp.defer_fn(deferred_flush, packed);
+}
+
+fn deferred_flush(lp: &mut Loop, packed: u64) {
+    let id = ConnId {
+        key: packed as u32,
+        generation: (packed >> 32) as u32,
+    };
+    flush(lp, id, 0)
 }
 
 fn flush(lp: &mut Loop, id: ConnId, deferrals: u32) {
