@@ -634,3 +634,22 @@ fn request_timed_out(lp: &mut Loop, id: ConnId) {
     Responder { conn: id, seq }.send(lp, Response::text(408, "request timeout\n"));
     pump(lp, id);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_argument_gives_back_its_connection_and_target() {
+        for (key, generation) in [(0, 0), (1, u32::MAX), ((1 << 31) - 1, 7)] {
+            for target in [RecvTarget::Input, RecvTarget::Body] {
+                let id = ConnId { key, generation };
+                let (back, back_target) = unpack_recv(pack_recv(id, target));
+                assert_eq!(
+                    (back.key, back.generation, back_target),
+                    (key, generation, target)
+                );
+            }
+        }
+    }
+}
