@@ -141,10 +141,12 @@ impl Conn {
 /// Takes over an accepted socket.
 pub fn open(lp: &mut Loop, fd: RawFd) {
     let now = lp.now();
-    let id = server_mut(lp).insert_conn(|generation| Conn {
+    let server = server_mut(lp);
+    let bodies = server.bodies.clone();
+    let id = server.insert_conn(|generation| Conn {
         fd,
         generation,
-        input: Input::new(),
+        input: Input::new(bodies),
         output: Output::new(),
         recv_op: None,
         shutdown_in_flight: false,

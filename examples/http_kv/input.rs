@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use crate::bodies::BodyPool;
 use crate::chunked::{self, ChunkedDecoder};
 use crate::http::{self, Framing, HttpError, Method, HEAD_BYTES_MAX};
 use crate::router::{self, Route};
@@ -99,16 +100,19 @@ pub struct Input {
     state: ReadState,
     /// When the first byte of the request in progress arrived.
     pub started: Option<Instant>,
+    /// Buffers for bodies that arrived whole (the server's pool).
+    bodies: BodyPool,
 }
 
 impl Input {
-    /// An empty input side.
-    pub fn new() -> Input {
+    /// An empty input side taking body buffers from `bodies`.
+    pub fn new(bodies: BodyPool) -> Input {
         Input {
             buf: Vec::with_capacity(INPUT_INITIAL_BYTES),
             pos: 0,
             state: ReadState::Head { scanned: 0 },
             started: None,
+            bodies,
         }
     }
 
@@ -265,7 +269,15 @@ impl Input {
         };
         let mut request = request;
         if let BodyDecoder::Length { remaining_bytes } = decoder {
-            request.body.reserve_exact(remaining_bytes as usize);
+            let len = remaining_bytes as usize;
+            // A body that arrived whole is copied at once into a pooled
+            // buffer; one still to come gets a buffer of exactly its length,
+            // which a receive may fill directly (see `take_recv_buffer`).
+            request.body = if self.unconsumed() >= len {
+                self.bodies.take(len)
+            } else {
+                Vec::with_capacity(len)
+            };
         }
         self.state = ReadState::Body { request, decoder };
         if expect_continue && self.unconsumed() == 0 {
@@ -390,7 +402,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_come_out_in_order() {
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(&mut input, b"GET /kv/a HTTP/1.1\r\nHost: x\r\n\r\nPUT /kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyzDELETE /kv/c HTTP/1.1\r\nHost: x\r\n\r\nGET /kv");
         let got = requests(&mut input);
         assert_eq!(got.len(), 3);
@@ -406,7 +418,7 @@ mod tests {
 
     #[test]
     fn bodies_arrive_straight_into_their_buffer() {
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(
             &mut input,
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
@@ -428,8 +440,36 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_arrived_whole_takes_a_pooled_buffer() {
+        let limits = limits();
+        let bodies = BodyPool::default();
+        let mut given = Vec::with_capacity(16);
+        given.extend_from_slice(b"old value");
+        let ptr = given.as_ptr();
+        bodies.give(given);
+        let mut input = Input::new(bodies);
+        feed(
+            &mut input,
+            b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+        );
+        let Step::Request(r) = input.step(&limits, Instant::now()) else {
+            panic!("complete")
+        };
+        assert_eq!((r.body.as_ptr(), &r.body[..]), (ptr, &b"0123456789"[..]));
+        // Pool empty: a body of its own, of exactly its length.
+        feed(
+            &mut input,
+            b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        let Step::Request(r) = input.step(&limits, Instant::now()) else {
+            panic!("complete")
+        };
+        assert_eq!((r.body.capacity(), &r.body[..]), (3, &b"abc"[..]));
+    }
+
+    #[test]
     fn expect_continue_and_limits() {
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(
             &mut input,
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
@@ -438,7 +478,7 @@ mod tests {
             input.step(&limits(), Instant::now()),
             Step::Continue
         ));
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(
             &mut input,
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n",
@@ -446,7 +486,7 @@ mod tests {
         assert!(
             matches!(input.step(&limits(), Instant::now()), Step::Error(e, Method::Put) if e.status == 413)
         );
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(
             &mut input,
             b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n",
@@ -454,7 +494,7 @@ mod tests {
         assert!(
             matches!(input.step(&limits(), Instant::now()), Step::Error(e, _) if e.status == 413)
         );
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         feed(&mut input, &[b'a'; HEAD_BYTES_MAX]);
         assert!(
             matches!(input.step(&limits(), Instant::now()), Step::Error(e, _) if e.status == 414)
@@ -463,7 +503,7 @@ mod tests {
 
     #[test]
     fn chunked_body_in_dribbles() {
-        let mut input = Input::new();
+        let mut input = Input::new(BodyPool::default());
         let raw = b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let mut got = Vec::new();
         for b in raw.chunks(1) {

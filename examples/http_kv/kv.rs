@@ -11,6 +11,7 @@ use std::rc::Rc;
 use ringvisor::behaviours::durable::{Decision, DurableServer};
 use ringvisor::behaviours::persist::{DecodeError, StoreStats};
 
+use crate::bodies::BodyPool;
 use crate::key::Key;
 
 /// A stored value, shared without copying between the shard and responses.
@@ -101,21 +102,24 @@ pub struct KvShard {
     map: BTreeMap<Key, Value>,
     counters: Rc<Counters>,
     index: usize,
+    /// Where a replaced value's buffer goes, for a later PUT's body.
+    bodies: BodyPool,
 }
 
 impl DurableServer for KvShard {
-    type Args = (usize, Rc<Counters>);
+    type Args = (usize, Rc<Counters>, BodyPool);
     type Call = KvRequest;
     type Reply = KvReply;
     type Entry = KvEntry;
 
-    fn initial((index, counters): &Self::Args) -> Self {
+    fn initial((index, counters, bodies): &Self::Args) -> Self {
         counters.keys.set(0);
         counters.ready.set(false);
         KvShard {
             map: BTreeMap::new(),
             counters: counters.clone(),
             index: *index,
+            bodies: bodies.clone(),
         }
     }
 
@@ -146,10 +150,11 @@ impl DurableServer for KvShard {
             KvEntry::Put(key, value) => {
                 let created = match self.map.get_mut(&key) {
                     // A value nobody else holds (no response still being
-                    // written) is replaced in place: no allocation.
+                    // written) is replaced in place: no allocation, and its
+                    // buffer goes to a later PUT's body rather than free().
                     Some(old) => {
                         match Rc::get_mut(old) {
-                            Some(unshared) => *unshared = value,
+                            Some(unshared) => self.bodies.give(std::mem::replace(unshared, value)),
                             None => *old = Rc::new(value),
                         }
                         false

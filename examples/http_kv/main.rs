@@ -18,6 +18,7 @@
 //! (request events through a gen_event manager), `status` and `metrics`.
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+mod bodies;
 mod chunked;
 mod config;
 mod conn;

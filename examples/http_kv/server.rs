@@ -44,6 +44,8 @@ pub struct Server {
     pub config: Config,
     /// Where the shards are (shared with the shard table).
     pub shard_pids: crate::shard::ShardPids,
+    /// PUT bodies' buffers (shared with the shards).
+    pub bodies: crate::bodies::BodyPool,
     /// Open connections.
     pub conns: Slab<Conn>,
     next_generation: u32,
@@ -100,6 +102,7 @@ impl Server {
 pub fn start(lp: &mut Loop, config: Config, listener_fd: RawFd, local_addr: SocketAddr) {
     let server = Server {
         shard_pids: crate::shard::pids(lp),
+        bodies: crate::shard::bodies(lp),
         conns: Slab::with_capacity(1024.min(config.max_connections as usize)),
         config,
         next_generation: 0,

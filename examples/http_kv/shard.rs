@@ -32,6 +32,7 @@ use ringvisor::behaviours::supervisor::{self, ChildInfo, ChildSpec, ChildState, 
 use ringvisor::behaviours::{whereis, CallError, ExitReason, Kill, Pid};
 use ringvisor::Loop;
 
+use crate::bodies::BodyPool;
 use crate::config::{LogLayout, SyncMode};
 use crate::kv::KEY_BYTES_MAX;
 pub use crate::kv::{Counters, KvReply, KvRequest, KvShard};
@@ -130,6 +131,8 @@ struct Shards {
     /// Between an exit and the restart the stale Pid gets `NoProc`, as
     /// `whereis` would have found no name.
     pids: ShardPids,
+    /// Replaced values' buffers, shared with the server for PUT bodies.
+    bodies: BodyPool,
 }
 
 /// Each shard's Pid as of its last start, shared by the shard table and the
@@ -189,6 +192,7 @@ fn shard_spec(
     config: &ShardConfig,
     log: Option<&SharedLog>,
     counters: Rc<Counters>,
+    bodies: BodyPool,
 ) -> ChildSpec {
     let name = format!("shard-{index}");
     let stream = u32::try_from(index).expect("shard count is limited far below u32::MAX");
@@ -208,8 +212,13 @@ fn shard_spec(
             mailbox_capacity: capacity,
             parent: Some(parent),
         };
-        let pid =
-            durable::start::<KvShard>(lp, (index, counters.clone()), options.clone(), start)?.pid();
+        let pid = durable::start::<KvShard>(
+            lp,
+            (index, counters.clone(), bodies.clone()),
+            options.clone(),
+            start,
+        )?
+        .pid();
         if let Some(slot) = lp
             .extension::<Shards>()
             .and_then(|all| all.pids.0.get(index))
@@ -244,8 +253,17 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
         LogLayout::PerShard => None,
     };
     let counters: Vec<Rc<Counters>> = (0..config.shards).map(|_| Rc::default()).collect();
+    let bodies = BodyPool::default();
     let specs: Vec<ChildSpec> = (0..config.shards)
-        .map(|i| shard_spec(i, &config, log.as_ref(), counters[i].clone()))
+        .map(|i| {
+            shard_spec(
+                i,
+                &config,
+                log.as_ref(),
+                counters[i].clone(),
+                bodies.clone(),
+            )
+        })
         .collect();
     let shard_flags = Flags::new(Strategy::OneForOne).intensity(10, Duration::from_secs(10));
     let shards = ChildSpec::supervisor(SHARDS, shard_flags, move || specs.clone());
@@ -260,6 +278,7 @@ pub fn start(lp: &mut Loop, config: ShardConfig, others: Vec<ChildSpec>) -> io::
         counters: counters.clone(),
         log,
         pids,
+        bodies,
     });
     supervisor::start(lp, ROOT, root_flags, children, StartOptions::named(ROOT))
         .map_err(|e| io::Error::other(format!("starting the shards: {e}")))?;
@@ -281,6 +300,14 @@ pub fn ready(lp: &Loop) -> bool {
 pub fn pids(lp: &Loop) -> ShardPids {
     lp.extension::<Shards>()
         .map(|all| all.pids.clone())
+        .unwrap_or_default()
+}
+
+/// The pool the shards give replaced values' buffers to (a pool of its own
+/// before [`start`]).
+pub fn bodies(lp: &Loop) -> BodyPool {
+    lp.extension::<Shards>()
+        .map(|all| all.bodies.clone())
         .unwrap_or_default()
 }
 
