@@ -163,9 +163,6 @@ impl UringDriver {
         let cq = CqView::map(ring.as_raw_fd(), ring.params())?;
         let ext_arg = ring.params().is_feature_ext_arg();
         let cqe_skip = ring.params().is_feature_skip_cqe_on_success();
-        // Single issuer came with the newest setup flags (Linux 6.1), so this
-        // kernel knows recv's poll-first flag (5.19); older ones reject it.
-        let recv_poll_first = ring.params().is_setup_single_issuer();
         let min_wait = ext_arg && ring.params().is_feature_min_timeout();
         let batch_wait_us = if min_wait {
             config.batch_wait.as_micros().min(u128::from(u32::MAX)) as u32
@@ -176,7 +173,6 @@ impl UringDriver {
             sq_entries = ring.params().sq_entries(),
             ext_arg,
             cqe_skip,
-            recv_poll_first,
             min_wait,
             batch_wait_us,
             "io_uring ring ready"
@@ -190,7 +186,7 @@ impl UringDriver {
             cancels: Vec::new(),
             timeout_ts: Box::new(types::Timespec::new()),
             timeout_deadline: None,
-            linked: LinkedOps::new(cqe_skip, recv_poll_first),
+            linked: LinkedOps::new(cqe_skip),
             batch_wait_us,
             last_batch: 1,
             sq_tail: 0,

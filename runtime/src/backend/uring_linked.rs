@@ -41,10 +41,6 @@ use crate::op::{OpId, OpKind, RawCompletion, SendRecvBufs, SEND_DONE_KEY_FLAG};
 /// this slab key, which the `send_recv` holds).
 const RECV_PART_BIT: u64 = 1 << 63;
 
-/// `IORING_RECVSEND_POLL_FIRST` from the kernel's `io_uring.h` (Linux 5.19;
-/// the io-uring crate does not export its `sys` constants).
-const IORING_RECVSEND_POLL_FIRST: u16 = 1 << 0;
-
 /// A `send_recv` the kernel holds.
 struct LinkedOp {
     send_token: u64,
@@ -61,8 +57,6 @@ struct LinkedOp {
 pub(super) struct LinkedOps {
     /// `IOSQE_CQE_SKIP_SUCCESS` goes on the send.
     pub(super) cqe_skip: bool,
-    /// `IORING_RECVSEND_POLL_FIRST` goes on the recv (see `push_send_recv`).
-    pub(super) recv_poll_first: bool,
     ops: Vec<Option<LinkedOp>>,
     /// How many of `ops` are `Some`.
     in_flight: usize,
@@ -77,10 +71,9 @@ pub(super) struct LinkedOps {
 }
 
 impl LinkedOps {
-    pub(super) fn new(cqe_skip: bool, recv_poll_first: bool) -> LinkedOps {
+    pub(super) fn new(cqe_skip: bool) -> LinkedOps {
         LinkedOps {
             cqe_skip,
-            recv_poll_first,
             ops: Vec::new(),
             in_flight: 0,
             per_fd: Vec::new(),
@@ -213,16 +206,7 @@ impl UringDriver {
         let spare = input.spare_capacity_mut();
         let len = spare.len().min(u32::MAX as usize) as u32;
         let send_token = token(id);
-        // The peer answers what we send, so the socket is almost always empty
-        // when the recv starts: polling first skips a receive attempt that
-        // would fail (the kernel still receives at once if data is there).
-        let ioprio = if self.linked.recv_poll_first {
-            IORING_RECVSEND_POLL_FIRST
-        } else {
-            0
-        };
         let recv = opcode::Recv::new(types::Fd(*fd), spare.as_mut_ptr() as *mut u8, len)
-            .ioprio(ioprio)
             .build()
             .user_data(send_token ^ RECV_PART_BIT);
         // SAFETY: both point into the op's `out` and `input`, heap memory the

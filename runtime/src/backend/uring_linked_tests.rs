@@ -169,40 +169,6 @@ fn a_round_trip_completes_once_with_the_reply() {
     });
 }
 
-/// With and without polling first, the receive gets data that was already
-/// waiting and data that comes only after the send (the peer answers).
-#[test]
-fn a_receive_gets_its_data_whether_it_polls_first_or_not() {
-    for skip in [true, false] {
-        for poll_first in [true, false] {
-            for answer_first in [true, false] {
-                let case =
-                    format!("skip={skip} poll_first={poll_first} answer_first={answer_first}");
-                let mut h = Harness::new(skip);
-                h.driver.linked.recv_poll_first = poll_first;
-                let (ours, mut peer) = pair();
-                if answer_first {
-                    peer.write_all(b"pong").expect("write");
-                }
-                let id = h.submit(send_recv(ours.as_raw_fd(), b"ping"));
-                if !answer_first {
-                    // Submitted; the receive waits for the answer.
-                    let settled = h.wait(Duration::from_millis(1));
-                    assert!(settled.is_empty(), "{case}: nothing to receive yet");
-                    let mut got = [0u8; 4];
-                    peer.read_exact(&mut got).expect("read");
-                    assert_eq!(&got, b"ping", "{case}");
-                    peer.write_all(b"pong").expect("write");
-                }
-                let (result, sent, _, input) = parts(h.complete(id));
-                assert_eq!(result.expect("received"), 4, "{case}");
-                assert_eq!((sent, &input[..]), (4, &b"pong"[..]), "{case}");
-                h.assert_no_stray_cqe();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_failed_send_reports_its_error_and_no_receive() {
     both_modes(|skip| {
