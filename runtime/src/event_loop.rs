@@ -32,6 +32,7 @@ mod drain;
 mod extensions;
 
 pub use builder::{LoopBuilder, BATCH_WAIT_DEFAULT, BATCH_WAIT_MAX};
+pub use extensions::fold_type_id;
 
 /// Default io_uring submission queue size.
 pub const SQ_ENTRIES_DEFAULT: u32 = 256;

@@ -39,7 +39,7 @@ pub mod testing;
 
 pub use backend::Backend;
 pub use event_loop::{
-    Loop, LoopBuilder, BATCH_WAIT_DEFAULT, BATCH_WAIT_MAX, DEFER_BUDGET_PER_TICK,
+    fold_type_id, Loop, LoopBuilder, BATCH_WAIT_DEFAULT, BATCH_WAIT_MAX, DEFER_BUDGET_PER_TICK,
     FILE_THREADS_DEFAULT, SQ_ENTRIES_DEFAULT,
 };
 pub use handle::{LoopGone, LoopHandle};

@@ -97,23 +97,7 @@ impl Default for TableHints {
 /// The hint slot of a table type (constant once inlined).
 #[inline(always)]
 fn hint_slot(id: TypeId) -> usize {
-    struct Fold(u64);
-    impl std::hash::Hasher for Fold {
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(b);
-            }
-        }
-        fn write_u64(&mut self, n: u64) {
-            self.0 ^= n ^ (n >> 32);
-        }
-        fn finish(&self) -> u64 {
-            self.0
-        }
-    }
-    let mut fold = Fold(0);
-    std::hash::Hash::hash(&id, &mut fold);
-    std::hash::Hasher::finish(&fold) as usize % TABLE_HINTS
+    ringvisor_runtime::fold_type_id(id) as usize % TABLE_HINTS
 }
 
 impl CallTables {

@@ -93,6 +93,25 @@ impl Extensions {
 /// once inlined: forced, since a call per lookup cost more than the lookup).
 #[inline(always)]
 fn hint_slots(id: TypeId) -> (usize, usize) {
+    let folded = fold_type_id(id) as usize;
+    let first = folded % HINT_SLOTS;
+    let second = (folded >> 8) % HINT_SLOTS;
+
+    (first, if second == first { first ^ 1 } else { second })
+}
+
+/// Folds a `TypeId` into 64 bits, cheaply enough that it folds to a
+/// constant for each concrete type once inlined: for tables that guess an
+/// index from a type (the loop's extensions, the behaviours' call tables).
+/// Not a hash for untrusted input; collisions only cost a guess.
+///
+/// ```
+/// # use std::any::TypeId;
+/// let a = ringvisor_runtime::fold_type_id(TypeId::of::<u32>());
+/// assert_eq!(a, ringvisor_runtime::fold_type_id(TypeId::of::<u32>()));
+/// ```
+#[inline(always)]
+pub fn fold_type_id(id: TypeId) -> u64 {
     struct Fold(u64);
     impl Hasher for Fold {
         fn write(&mut self, bytes: &[u8]) {
@@ -109,11 +128,7 @@ fn hint_slots(id: TypeId) -> (usize, usize) {
     }
     let mut fold = Fold(0);
     id.hash(&mut fold);
-    let folded = fold.finish() as usize;
-    let first = folded % HINT_SLOTS;
-    let second = (folded >> 8) % HINT_SLOTS;
-
-    (first, if second == first { first ^ 1 } else { second })
+    fold.finish()
 }
 
 impl Extensions {
