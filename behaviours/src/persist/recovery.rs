@@ -90,6 +90,20 @@ pub struct TornTail {
 
 type OnOpen = Box<dyn FnOnce(&mut Loop, Result<(Store, Recovered), OpenError>)>;
 
+/// The fds a failed open holds (lock file, directory, last segment), to
+/// close before reporting the failure.
+pub(crate) fn held_fds(
+    lock: Option<DirLock>,
+    dir_fd: Option<OwnedFd>,
+    last: Option<Segment>,
+) -> Vec<OwnedFd> {
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    fds.extend(lock.map(DirLock::into_fd));
+    fds.extend(dir_fd);
+    fds.extend(last.map(|s| s.fd));
+    fds
+}
+
 /// Takes `dir`'s lock file (refusing a second opener) and opens the
 /// directory itself; on failure, what was acquired is closed before `then`
 /// runs. The first steps of opening a store's own log and a shared log.
@@ -206,10 +220,7 @@ struct Recovery {
 
 impl Recovery {
     fn fail(mut self, lp: &mut Loop, error: OpenError) {
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        fds.extend(self.lock.take().map(DirLock::into_fd));
-        fds.extend(self.dir_fd.take());
-        fds.extend(self.last.take().map(|s| s.fd));
+        let fds = held_fds(self.lock.take(), self.dir_fd.take(), self.last.take());
         let on_open = self.on_open;
         close_all(lp, fds, move |lp| on_open(lp, Err(error)));
     }

@@ -21,7 +21,7 @@ use super::super::layout::{self, SegmentFile};
 use super::super::lock::DirLock;
 use super::super::options::{Durability, Options};
 use super::super::recovery::{
-    corrupt, end_at_bad_record, io_error, lock_and_open_dir, SegmentEnd, TornTail,
+    corrupt, end_at_bad_record, held_fds, io_error, lock_and_open_dir, SegmentEnd, TornTail,
     SEGMENT_READ_BYTES_MAX,
 };
 use super::super::wal::{ClosedSegment, Segment, STREAM_PREFIX_BYTES};
@@ -75,10 +75,7 @@ struct LogRecovery {
 
 impl LogRecovery {
     fn fail(mut self, lp: &mut Loop, error: OpenError) {
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        fds.extend(self.lock.take().map(DirLock::into_fd));
-        fds.extend(self.dir_fd.take());
-        fds.extend(self.last.take().map(|s| s.fd));
+        let fds = held_fds(self.lock.take(), self.dir_fd.take(), self.last.take());
         let on_open = self.on_open;
         close_all(lp, fds, move |lp| on_open(lp, Err(error)));
     }
