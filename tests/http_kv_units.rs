@@ -10,7 +10,7 @@ mod bodies;
 mod chunked;
 #[path = "../examples/http_kv/config.rs"]
 mod config;
-#[path = "../examples/http_kv/conn.rs"]
+#[path = "../examples/http_kv/conn/mod.rs"]
 mod conn;
 #[path = "../examples/http_kv/date.rs"]
 mod date;

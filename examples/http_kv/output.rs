@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use ringvisor::{Loop, OpId};
 
-use crate::conn::{self, ConnId};
+use crate::conn::{self, Conn, ConnId};
 use crate::http::Method;
+use crate::metrics::Metrics;
 use crate::response::{self, Persistence, Response};
 use crate::server::server_mut;
 
@@ -299,7 +300,8 @@ fn flush(lp: &mut Loop, id: ConnId, deferrals: u32) {
     let spare = std::mem::take(&mut output.spare);
     let buf = std::mem::replace(&mut output.out, spare);
     if conn::linked_recv_wanted(conn, buf.len()) {
-        return conn::send_then_recv(lp, id, buf);
+        let recv = conn.take_linked_recv(buf.len(), now);
+        return conn::send_then_recv(lp, id, recv, buf);
     }
     conn.output.send_started = Some(now);
     let op = lp.send_all(fd, buf, move |lp, res, buf| on_sent(lp, id, res, buf));
@@ -315,29 +317,28 @@ fn flush(lp: &mut Loop, id: ConnId, deferrals: u32) {
 }
 
 fn on_sent(lp: &mut Loop, id: ConnId, res: ringvisor::OpResult<usize>, buf: Vec<u8>) {
-    let Some(conn) = server_mut(lp).conn_mut(id) else {
+    let now = lp.now();
+    let Some((conn, metrics)) = server_mut(lp).conn_and_metrics(id) else {
         return;
     };
     conn.output.send_op = None;
     conn.output.send_started = None;
     match res {
         Ok(_) => {
-            sent(lp, id, buf);
-            schedule_flush(lp, id);
+            sent(conn, metrics, buf, now);
+            if conn.output.flush_wanted() {
+                defer_flush(lp, id);
+            }
             conn::pump(lp, id);
         }
         Err(e) => conn::on_io_error(lp, id, "send", e),
     }
 }
 
-/// Accounts for a send that went out whole and keeps its buffer for reuse.
-pub fn sent(lp: &mut Loop, id: ConnId, mut buf: Vec<u8>) {
-    let now = lp.now();
-    let server = server_mut(lp);
-    server.metrics.bytes_sent += buf.len() as u64;
-    let Some(conn) = server.conn_mut(id) else {
-        return;
-    };
+/// A send of `buf` completed on `conn` (under the caller's look-up of it):
+/// counts it and keeps the buffer for the next flush.
+pub fn sent(conn: &mut Conn, metrics: &mut Metrics, mut buf: Vec<u8>, now: Instant) {
+    metrics.bytes_sent += buf.len() as u64;
     conn.last_activity = now;
     buf.clear();
     if buf.capacity() > OUT_REUSE_BYTES_MAX {

@@ -86,6 +86,16 @@ impl Server {
             .filter(|c| c.generation == id.generation)
     }
 
+    /// The connection `id` and the counters, borrowed together (one look-up
+    /// of the server for a completion that updates both).
+    pub fn conn_and_metrics(&mut self, id: ConnId) -> Option<(&mut Conn, &mut Metrics)> {
+        let conn = self
+            .conns
+            .get_mut(id.key as usize)
+            .filter(|c| c.generation == id.generation)?;
+        Some((conn, &mut self.metrics))
+    }
+
     /// Adds a connection; returns its id.
     pub fn insert_conn(&mut self, make: impl FnOnce(u32) -> Conn) -> ConnId {
         self.next_generation = self.next_generation.wrapping_add(1);

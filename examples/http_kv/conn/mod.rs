@@ -15,23 +15,28 @@
 //! `send_recv` carries the answer and the wait for the next request. That
 //! op is both `recv_op` and the output's `send_op`; ending its receive
 //! early (draining) shuts the socket's read side rather than canceling it,
-//! which could cut the answer short.
+//! which could cut the answer short (the receives: [`recv`]).
 //!
-//! Timeouts use one loop timer per connection, re-armed lazily: it may fire
-//! early (the deadline moved later meanwhile), and then re-arms for the new
-//! deadline, so a keep-alive connection does not churn timers per request.
+//! Timeouts use one loop timer per connection ([`timeout`]).
 
 use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use ringvisor::{Loop, OpError, OpId, SendRecvDone, SendRecvOutcome, TimerId};
+use ringvisor::{Loop, OpError, OpId, TimerId};
 
-use crate::input::{Input, Limits, RecvTarget, Step};
-use crate::output::{self, Output, Responder, LINKED_SEND_BYTES_MAX};
+use crate::input::{Input, Limits, Step};
+use crate::output::{self, Output, Responder};
 use crate::response::{Persistence, Response};
 use crate::router;
 use crate::server::{self, server_mut};
+
+mod recv;
+mod timeout;
+
+use recv::start_recv;
+pub use recv::{linked_recv_wanted, send_then_recv};
+use timeout::rearm_timer;
 
 /// Longest a closing connection waits for the peer to close its side
 /// (draining what it still sends) before closing anyway.
@@ -56,14 +61,6 @@ enum Phase {
         dropped_bytes: usize,
     },
     Closing,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expiry {
-    Idle,
-    Request,
-    Write,
-    Linger,
 }
 
 /// One connection.
@@ -116,25 +113,30 @@ impl Conn {
             && (!self.draining || self.input.in_request())
     }
 
-    fn deadline(&self, idle: Duration, request: Duration) -> Option<(Instant, Expiry)> {
-        match self.phase {
-            Phase::Closing => None,
-            Phase::Lingering { since, .. } => Some((since + LINGER_TIMEOUT, Expiry::Linger)),
+    /// Whether a plain receive should start now: the connection reads (or
+    /// lingers) and has none in flight, and no flush is coming that the
+    /// receive would go out linked to.
+    fn wants_recv(&self) -> bool {
+        let wanted = match self.phase {
             Phase::Open => {
-                if let (Some(started), false) = (
-                    self.input.started,
-                    self.read_closed || self.output.is_backlogged(),
-                ) {
-                    Some((started + request, Expiry::Request))
-                } else if let Some(sent) = self.output.send_started {
-                    Some((sent + idle, Expiry::Write))
-                } else if self.output.owed() > 0 {
-                    None
-                } else {
-                    Some((self.last_activity + idle, Expiry::Idle))
-                }
+                self.reading() && (self.input.in_request() || !self.output.flush_coming())
             }
-        }
+            Phase::Lingering { .. } => true,
+            Phase::Closing => false,
+        };
+        wanted && self.recv_op.is_none()
+    }
+
+    /// Whether the connection may start closing: no more requests come and
+    /// every response is out.
+    fn may_finish(&self) -> bool {
+        self.phase == Phase::Open && self.read_closed && self.output.is_idle()
+    }
+
+    /// Whether [`pump`]'s last steps (receive, finish, timer) have nothing
+    /// to do.
+    fn settled(&self, idle: Duration, request: Duration) -> bool {
+        !self.wants_recv() && !self.may_finish() && self.timer_current(idle, request)
     }
 }
 
@@ -164,9 +166,11 @@ pub fn open(lp: &mut Loop, fd: RawFd) {
 /// dispatches requests, receives more, starts closing when done, and keeps
 /// the timer right. Called after every event on the connection.
 pub fn pump(lp: &mut Loop, id: ConnId) {
-    while let Some((step, limits)) = next_step(lp, id) {
-        match step {
-            NextStep::NeedMore => break,
+    loop {
+        match next_step(lp, id) {
+            NextStep::Gone => return,
+            NextStep::Idle { settled: true } => return,
+            NextStep::Idle { settled: false } => break,
             NextStep::Continue => {
                 let Some(conn) = server_mut(lp).conn_mut(id) else {
                     return;
@@ -175,7 +179,7 @@ pub fn pump(lp: &mut Loop, id: ConnId) {
                     output::schedule_flush(lp, id);
                 }
             }
-            NextStep::Request(request, seq) => {
+            NextStep::Request(request, seq, limits) => {
                 dispatch_guarded(lp, Responder { conn: id, seq }, request, &limits);
             }
             NextStep::Error(e, method) => {
@@ -215,39 +219,52 @@ fn dispatch_guarded(
 
 /// What the input holds next; a complete request comes with its response
 /// slot reserved (under the same look-up of the server), and with the
-/// limits it is routed by.
-fn next_step(lp: &mut Loop, id: ConnId) -> Option<(NextStep, Limits)> {
+/// limits it is routed by. When nothing is left to dispatch, the same
+/// look-up tells whether the connection needs anything else (a receive, a
+/// close, its timer moved): usually not, and then [`pump`] is done.
+fn next_step(lp: &mut Loop, id: ConnId) -> NextStep {
     let now = lp.now();
     let s = server_mut(lp);
+    let (idle, request_timeout) = (s.config.idle_timeout(), s.config.request_timeout());
     let limits = Limits {
         max_value_bytes: s.config.max_value_bytes(),
         shards: s.config.shards,
         chaos: s.config.chaos,
-        request_timeout: s.config.request_timeout(),
+        request_timeout,
         shard_pids: s.shard_pids.clone(),
     };
-    let conn = s.conn_mut(id)?;
+    let Some(conn) = s.conn_mut(id) else {
+        return NextStep::Gone;
+    };
     if conn.phase != Phase::Open || conn.read_closed || conn.output.is_backlogged() {
-        return None;
+        return NextStep::Idle {
+            settled: conn.settled(idle, request_timeout),
+        };
     }
-    let step = match conn.input.step(&limits, now) {
+    match conn.input.step(&limits, now) {
         Step::Request(request) => {
             let seq = take_slot(conn, &request, now);
-            NextStep::Request(request, seq)
+            NextStep::Request(request, seq, limits)
         }
         Step::Continue => NextStep::Continue,
         Step::Error(e, method) => NextStep::Error(e, method),
-        Step::NeedMore => NextStep::NeedMore,
-    };
-    Some((step, limits))
+        Step::NeedMore => NextStep::Idle {
+            settled: conn.settled(idle, request_timeout),
+        },
+    }
 }
 
 /// A [`Step`], a request with the sequence number of its response slot.
 enum NextStep {
-    Request(crate::input::Request, u64),
+    Request(crate::input::Request, u64, Limits),
     Continue,
     Error(crate::http::HttpError, crate::http::Method),
-    NeedMore,
+    /// Nothing to dispatch; `settled`: nothing else to do either.
+    Idle {
+        settled: bool,
+    },
+    /// The connection is closed.
+    Gone,
 }
 
 /// Reserves the response slot of a complete request and decides whether the
@@ -263,178 +280,6 @@ fn take_slot(conn: &mut Conn, request: &crate::input::Request, now: Instant) -> 
         Persistence::KeepAlive
     };
     conn.output.push_slot(request.method, now, persistence)
-}
-
-/// Starts a plain receive if the connection wants one and none is in
-/// flight, unless it waits for a flush to go out linked to it.
-fn start_recv(lp: &mut Loop, id: ConnId) {
-    let Some(conn) = server_mut(lp).conn_mut(id) else {
-        return;
-    };
-    let wanted = match conn.phase {
-        Phase::Open => conn.reading() && (conn.input.in_request() || !conn.output.flush_coming()),
-        Phase::Lingering { .. } => true,
-        Phase::Closing => false,
-    };
-    if !wanted || conn.recv_op.is_some() {
-        return;
-    }
-    let fd = conn.fd;
-    if let Phase::Lingering { .. } = conn.phase {
-        conn.input.discard();
-    }
-    let (target, buf) = conn.input.take_recv_buffer();
-    let op = lp.recv(fd, buf, move |lp, res, buf| {
-        on_recv(lp, id, target, res, buf)
-    });
-    if let Some(conn) = server_mut(lp).conn_mut(id) {
-        conn.recv_op = Some(op);
-    }
-}
-
-/// Whether a flush of `out_bytes`, about to go, should carry the next
-/// receive: everything owed is in it, it is small enough not to wait on a
-/// slow reader, and the connection wants its next request and has no
-/// receive or send in flight.
-pub fn linked_recv_wanted(conn: &Conn, out_bytes: usize) -> bool {
-    out_bytes <= LINKED_SEND_BYTES_MAX
-        && conn.output.owed() == 0
-        && conn.output.send_op.is_none()
-        && conn.recv_op.is_none()
-        && !conn.input.in_request()
-        && conn.reading()
-}
-
-/// Sends `out` and receives the next request in one op (see the module
-/// docs); the caller checked [`linked_recv_wanted`].
-pub fn send_then_recv(lp: &mut Loop, id: ConnId, out: Vec<u8>) {
-    let now = lp.now();
-    let Some(conn) = server_mut(lp).conn_mut(id) else {
-        return;
-    };
-    debug_assert!(linked_recv_wanted(conn, out.len()));
-    let fd = conn.fd;
-    // An answer in flight is activity; a linked send is too small to need a
-    // write deadline of its own, so the idle one applies.
-    conn.last_activity = now;
-    let (target, input) = conn.input.take_recv_buffer();
-    let op = lp.send_recv_with::<SentThenReceived>(fd, out, input, pack_recv(id, target));
-    if let Some(conn) = server_mut(lp).conn_mut(id) {
-        conn.recv_op = Some(op);
-        conn.output.send_op = Some(op);
-        conn.output.send_linked = true;
-    }
-    // The idle deadline starts now; the op may wait long for its request.
-    rearm_timer(lp, id);
-}
-
-/// A connection and the target of its receive, as one op argument (no
-/// closure to allocate per linked send).
-fn pack_recv(id: ConnId, target: RecvTarget) -> u64 {
-    debug_assert!(
-        id.key < 1 << 31,
-        "connections are bounded by --max-connections"
-    );
-    let body = u64::from(target == RecvTarget::Body);
-    u64::from(id.key) | body << 31 | u64::from(id.generation) << 32
-}
-
-fn unpack_recv(arg: u64) -> (ConnId, RecvTarget) {
-    let id = ConnId {
-        key: (arg & 0x7fff_ffff) as u32,
-        generation: (arg >> 32) as u32,
-    };
-    let target = if arg & (1 << 31) != 0 {
-        RecvTarget::Body
-    } else {
-        RecvTarget::Input
-    };
-    (id, target)
-}
-
-/// Where a connection's linked send and receive complete.
-struct SentThenReceived;
-
-impl SendRecvDone for SentThenReceived {
-    fn done(lp: &mut Loop, arg: u64, outcome: SendRecvOutcome, out: Vec<u8>, input: Vec<u8>) {
-        let (id, target) = unpack_recv(arg);
-        on_send_recv(lp, id, target, outcome, out, input)
-    }
-}
-
-fn on_send_recv(
-    lp: &mut Loop,
-    id: ConnId,
-    target: RecvTarget,
-    outcome: SendRecvOutcome,
-    out: Vec<u8>,
-    input: Vec<u8>,
-) {
-    let now = lp.now();
-    let Some(conn) = server_mut(lp).conn_mut(id) else {
-        return;
-    };
-    conn.output.send_op = None;
-    conn.output.send_linked = false;
-    match outcome {
-        SendRecvOutcome::Received(res) => {
-            output::sent(lp, id, out);
-            on_recv(lp, id, target, res, input);
-        }
-        SendRecvOutcome::SendFailed(e) => {
-            conn.recv_op = None;
-            conn.input.put_recv_buffer(target, input, 0, now);
-            on_io_error(lp, id, "send", e);
-        }
-    }
-}
-
-fn on_recv(
-    lp: &mut Loop,
-    id: ConnId,
-    target: RecvTarget,
-    res: ringvisor::OpResult<usize>,
-    buf: Vec<u8>,
-) {
-    let now = lp.now();
-    let Some(conn) = server_mut(lp).conn_mut(id) else {
-        return;
-    };
-    conn.recv_op = None;
-    let received = *res.as_ref().unwrap_or(&0);
-    conn.input.put_recv_buffer(target, buf, received, now);
-    match (conn.phase, res) {
-        (Phase::Closing, _) => return try_finalize(lp, id),
-        (
-            Phase::Lingering {
-                since,
-                dropped_bytes,
-            },
-            Ok(n),
-        ) if n > 0 => {
-            let dropped_bytes = dropped_bytes + n;
-            conn.phase = Phase::Lingering {
-                since,
-                dropped_bytes,
-            };
-            if dropped_bytes > LINGER_BYTES_MAX {
-                return abort(lp, id);
-            }
-        }
-        (Phase::Lingering { .. }, Err(OpError::Canceled)) => {}
-        (Phase::Lingering { .. }, _) => return abort(lp, id),
-        (Phase::Open, Ok(0)) => {
-            conn.peer_closed = true;
-            conn.read_closed = true;
-        }
-        (Phase::Open, Ok(n)) => {
-            conn.last_activity = now;
-            server_mut(lp).metrics.bytes_received += n as u64;
-        }
-        (Phase::Open, Err(OpError::Canceled)) => {}
-        (Phase::Open, Err(e)) => return on_io_error(lp, id, "recv", e),
-    }
-    pump(lp, id);
 }
 
 /// An op on the connection failed: resets and broken pipes are a client's
@@ -469,7 +314,7 @@ fn maybe_finish(lp: &mut Loop, id: ConnId) {
     let Some(conn) = server_mut(lp).conn_mut(id) else {
         return;
     };
-    if conn.phase != Phase::Open || !conn.read_closed || !conn.output.is_idle() {
+    if !conn.may_finish() {
         return;
     }
     if conn.peer_closed || (conn.draining && !conn.input.in_request()) {
@@ -567,91 +412,4 @@ pub fn drain(lp: &mut Loop, id: ConnId) {
         stop_receiving(lp, id);
     }
     pump(lp, id);
-}
-
-fn rearm_timer(lp: &mut Loop, id: ConnId) {
-    let now = lp.now();
-    let s = server_mut(lp);
-    let (idle, request) = (s.config.idle_timeout(), s.config.request_timeout());
-    let Some(conn) = s.conn_mut(id) else { return };
-    let Some((at, _)) = conn.deadline(idle, request) else {
-        return;
-    };
-    let old = match conn.timer {
-        Some((_, armed_at)) if armed_at <= at => return,
-        Some((timer, _)) => Some(timer),
-        None => None,
-    };
-    if let Some(timer) = old {
-        lp.cancel_timer(timer);
-    }
-    let timer = lp.timer(at.saturating_duration_since(now), move |lp| {
-        on_timer(lp, id)
-    });
-    if let Some(conn) = server_mut(lp).conn_mut(id) {
-        conn.timer = Some((timer, at));
-    }
-}
-
-fn on_timer(lp: &mut Loop, id: ConnId) {
-    let now = lp.now();
-    let s = server_mut(lp);
-    let (idle, request) = (s.config.idle_timeout(), s.config.request_timeout());
-    let Some(conn) = s.conn_mut(id) else { return };
-    conn.timer = None;
-    let fd = conn.fd;
-    let Some((at, expiry)) = conn.deadline(idle, request) else {
-        return;
-    };
-    if at > now {
-        return rearm_timer(lp, id);
-    }
-    match expiry {
-        Expiry::Idle => {
-            server_mut(lp).metrics.idle_timeouts += 1;
-            tracing::debug!(fd, "idle timeout");
-            abort(lp, id);
-        }
-        Expiry::Request => request_timed_out(lp, id),
-        Expiry::Write | Expiry::Linger => {
-            tracing::debug!(fd, ?expiry, "timeout");
-            abort(lp, id);
-        }
-    }
-}
-
-/// Slowloris: the request in progress took too long to arrive. Answer 408
-/// (after any responses owed before it) and close.
-fn request_timed_out(lp: &mut Loop, id: ConnId) {
-    let now = lp.now();
-    let s = server_mut(lp);
-    s.metrics.request_timeouts += 1;
-    let Some(conn) = s.conn_mut(id) else { return };
-    tracing::debug!(fd = conn.fd, "request timeout");
-    conn.read_closed = true;
-    conn.input.started = None;
-    let method = conn.input.method();
-    let seq = conn.output.push_slot(method, now, Persistence::Close);
-    stop_receiving(lp, id);
-    Responder { conn: id, seq }.send(lp, Response::text(408, "request timeout\n"));
-    pump(lp, id);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_receive_argument_gives_back_its_connection_and_target() {
-        for (key, generation) in [(0, 0), (1, u32::MAX), ((1 << 31) - 1, 7)] {
-            for target in [RecvTarget::Input, RecvTarget::Body] {
-                let id = ConnId { key, generation };
-                let (back, back_target) = unpack_recv(pack_recv(id, target));
-                assert_eq!(
-                    (back.key, back.generation, back_target),
-                    (key, generation, target)
-                );
-            }
-        }
-    }
 }
