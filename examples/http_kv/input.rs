@@ -271,13 +271,18 @@ impl Input {
         if let BodyDecoder::Length { remaining_bytes } = decoder {
             let len = remaining_bytes as usize;
             // A body that arrived whole is copied at once into a pooled
-            // buffer; one still to come gets a buffer of exactly its length,
-            // which a receive may fill directly (see `take_recv_buffer`).
-            request.body = if self.unconsumed() >= len {
-                self.bodies.take(len)
-            } else {
-                Vec::with_capacity(len)
-            };
+            // buffer and the request is complete (no trip through the body
+            // state: most pipelined PUTs); one still to come gets a buffer
+            // of exactly its length, which a receive may fill directly (see
+            // `take_recv_buffer`).
+            if self.unconsumed() >= len {
+                let mut body = self.bodies.take(len);
+                body.extend_from_slice(&self.buf[self.pos..self.pos + len]);
+                self.pos += len;
+                request.body = body;
+                return Step::Request(request);
+            }
+            request.body = Vec::with_capacity(len);
         }
         self.state = ReadState::Body { request, decoder };
         if expect_continue && self.unconsumed() == 0 {
