@@ -394,26 +394,33 @@ criterion_table() {
 }
 
 # A perf record profile of a server at 64 connections: where the time goes.
-profile() { # suite server
-  local suite=$1 server=$2
+profile() { # suite server [depth: 1 request-response (default), 16 pipelined]
+  local suite=$1 server=$2 depth=${3:-1}
   # shellcheck disable=SC2046
   start_server "$server" $(server_cmd "$suite:$server")
   [ "$suite" = kv ] && run_wrk 16 1 preload 1
   perf record -q -g -o "$WORK/perf.data" -p "$SERVER_PID" -- sleep "$DURATION_S" 2>/dev/null &
   local rec=$!
   if [ "$suite" = kv ]; then
-    run_wrk 64 "$DURATION_S" get 1
+    run_wrk 64 "$DURATION_S" get "$depth"
   else
     taskset -c "$LOAD_CPU" "$REL/echo_load" --addr "$SERVER_ADDR" --connections 64 \
       --duration-ms $((DURATION_S * 1000)) --warmup-ms 0 >/dev/null
   fi
   wait "$rec" || true
   stop_server
-  local f="$OUT/profile-$suite-$server.txt"
+  local f="$OUT/profile-$suite-$server.txt" shape="request-response"
+  if [ "$depth" != 1 ]; then
+    f="$OUT/profile-$suite-$server-pipe$depth.txt"
+    shape="pipelined, $depth per write"
+  fi
   {
-    echo "# perf record -g -p PID, $suite $server, 64 connections, ${DURATION_S}s"
+    echo "# perf record -g -p PID, $suite $server, 64 connections, $shape, ${DURATION_S}s"
     echo "## share by binary (kernel = [kernel.kallsyms])"
     perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' || true
+    echo "## share by part (benches/profile_parts.awk; a sample counts in the function it landed in after inlining)"
+    perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null |
+      awk -f "$ROOT/benches/profile_parts.awk" | sort -rn || true
     echo "## top symbols"
     perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n '1,40p' || true
   } >"$f"
@@ -446,6 +453,7 @@ main() {
   if [ "$PROFILE" = 1 ] && [ "$PERF" = 1 ]; then
     profile echo ringvisor-uring
     [ "$HAVE_HTTP_KV" = 1 ] && profile kv ringvisor-uring
+    [ "$HAVE_HTTP_KV" = 1 ] && profile kv ringvisor-uring 16
   fi
   local appendix="$WORK/appendix.md"
   : >"$appendix"
