@@ -4,6 +4,8 @@
 //! modules and runs them here.
 #![allow(dead_code)]
 
+#[path = "../examples/http_kv/batch.rs"]
+mod batch;
 #[path = "../examples/http_kv/bodies.rs"]
 mod bodies;
 #[path = "../examples/http_kv/chunked.rs"]

@@ -137,7 +137,7 @@ pub struct Config {
     #[arg(long, default_value_t = REQUEST_TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
-    /// Requests queued per shard before it answers 503.
+    /// Requests queued or unanswered per shard before it answers 503.
     #[arg(long, default_value_t = SHARD_QUEUE_CAPACITY_DEFAULT,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_queue_capacity: u64,

@@ -86,10 +86,6 @@ pub struct Limits {
     pub shards: usize,
     /// `--chaos`.
     pub chaos: bool,
-    /// How long a request may wait for its shard.
-    pub request_timeout: std::time::Duration,
-    /// Where the shards are.
-    pub shard_pids: crate::shard::ShardPids,
 }
 
 /// The input side of one connection.
@@ -378,8 +374,6 @@ mod tests {
             max_value_bytes: 64,
             shards: 4,
             chaos: false,
-            request_timeout: std::time::Duration::from_secs(1),
-            shard_pids: Default::default(),
         }
     }
 

@@ -46,6 +46,11 @@ pub enum KvRequest {
     },
     /// Crash the shard (`--chaos`).
     Crash,
+    /// Key requests (`Get`, `Put`, `Delete` only) answered in order, as one
+    /// call: what one tick's requests to this shard cost one message, one
+    /// run and one reply (see `shard::batch`). Answered with
+    /// [`KvReply::Batch`], one reply per request.
+    Batch(Vec<KvRequest>),
 }
 
 /// A shard's answer.
@@ -67,6 +72,8 @@ pub enum KvReply {
     Keys(Vec<Vec<u8>>),
     /// The shard crashed as asked.
     Crashed,
+    /// The replies to a [`KvRequest::Batch`], in its order.
+    Batch(Vec<KvReply>),
 }
 
 /// Longest key a log entry may carry (the HTTP side allows 1,024 bytes).
@@ -92,6 +99,11 @@ pub enum KvEntry {
     Put(Key, Vec<u8>),
     /// Remove a key.
     Delete(Key),
+    /// A batch's requests in order (see [`KvRequest::Batch`]): its writes
+    /// are logged as one entry, its reads are answered from the map as it
+    /// is when their turn comes (after the batch's earlier writes) and are
+    /// not logged. Recovered from the log, it holds writes only.
+    Batch(Vec<KvRequest>),
 }
 
 /// One shard: a durable map from keys to values. Keys are kept as requests
@@ -142,33 +154,35 @@ impl DurableServer for KvShard {
                 Decision::Reply(KvReply::Keys(keys))
             }
             KvRequest::Crash => panic!("shard {} crashed on request (--chaos)", self.index),
+            KvRequest::Batch(requests) => {
+                if requests.iter().all(|r| matches!(r, KvRequest::Get { .. })) {
+                    let replies = requests.iter().map(|r| self.read(r)).collect();
+                    return Decision::Reply(KvReply::Batch(replies));
+                }
+                Decision::Record(KvEntry::Batch(requests))
+            }
         }
     }
 
     fn apply(&mut self, entry: KvEntry) -> KvReply {
         let reply = match entry {
-            KvEntry::Put(key, value) => {
-                let created = match self.map.get_mut(&key) {
-                    // A value nobody else holds (no response still being
-                    // written) is replaced in place: no allocation, and its
-                    // buffer goes to a later PUT's body rather than free().
-                    Some(old) => {
-                        match Rc::get_mut(old) {
-                            Some(unshared) => self.bodies.give(std::mem::replace(unshared, value)),
-                            None => *old = Rc::new(value),
-                        }
-                        false
-                    }
-                    None => {
-                        self.map.insert(key, Rc::new(value));
-                        true
-                    }
-                };
-                KvReply::Stored { created }
-            }
+            KvEntry::Put(key, value) => self.put(key, value),
             KvEntry::Delete(key) => KvReply::Deleted {
                 existed: self.map.remove(&key).is_some(),
             },
+            KvEntry::Batch(requests) => {
+                let replies = requests
+                    .into_iter()
+                    .map(|request| match request {
+                        KvRequest::Put { key, value } => self.put(key, value),
+                        KvRequest::Delete { key } => KvReply::Deleted {
+                            existed: self.map.remove(&key).is_some(),
+                        },
+                        read => self.read(&read),
+                    })
+                    .collect();
+                KvReply::Batch(replies)
+            }
         };
         self.counters.keys.set(self.map.len() as u64);
         reply
@@ -176,15 +190,32 @@ impl DurableServer for KvShard {
 
     fn encode_entry(entry: &KvEntry, out: &mut Vec<u8>) {
         match entry {
-            KvEntry::Put(key, value) => {
-                out.push(b'P');
-                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                out.extend_from_slice(key);
-                out.extend_from_slice(value);
-            }
+            KvEntry::Put(key, value) => encode_put(key, value, out),
             KvEntry::Delete(key) => {
                 out.push(b'D');
                 out.extend_from_slice(key);
+            }
+            KvEntry::Batch(requests) => {
+                // `B`, then each write as `P key-len key value-len value` or
+                // `D key-len key`; reads leave nothing to replay.
+                out.push(b'B');
+                for request in requests {
+                    match request {
+                        KvRequest::Put { key, value } => {
+                            out.push(b'P');
+                            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                            out.extend_from_slice(key);
+                            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                            out.extend_from_slice(value);
+                        }
+                        KvRequest::Delete { key } => {
+                            out.push(b'D');
+                            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                            out.extend_from_slice(key);
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }
@@ -196,6 +227,7 @@ impl DurableServer for KvShard {
                 Ok(KvEntry::Put(Key::from(key), value.to_vec()))
             }
             Some((b'D', key)) => Ok(KvEntry::Delete(Key::from(key))),
+            Some((b'B', rest)) => decode_batch(rest).map(KvEntry::Batch),
             _ => Err(DecodeError::new("unknown entry tag")),
         }
     }
@@ -240,6 +272,74 @@ impl DurableServer for KvShard {
         self.counters.log_bytes.set(stats.bytes_written);
         self.counters.fsyncs.set(stats.fdatasyncs);
     }
+}
+
+impl KvShard {
+    fn put(&mut self, key: Key, value: Vec<u8>) -> KvReply {
+        let created = match self.map.get_mut(&key) {
+            // A value nobody else holds (no response still being written)
+            // is replaced in place: no allocation, and its buffer goes to a
+            // later PUT's body rather than free().
+            Some(old) => {
+                match Rc::get_mut(old) {
+                    Some(unshared) => self.bodies.give(std::mem::replace(unshared, value)),
+                    None => *old = Rc::new(value),
+                }
+                false
+            }
+            None => {
+                self.map.insert(key, Rc::new(value));
+                true
+            }
+        };
+        KvReply::Stored { created }
+    }
+
+    /// The reply to a batch's read (a `Get`; the batch holds nothing else
+    /// that is not a write).
+    fn read(&self, request: &KvRequest) -> KvReply {
+        match request {
+            KvRequest::Get { key } => KvReply::Value(self.map.get(key).cloned()),
+            other => unreachable!("a batch holds key requests only, not {other:?}"),
+        }
+    }
+}
+
+fn encode_put(key: &Key, value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'P');
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
+/// A batch entry's writes (see `encode_entry`).
+fn decode_batch(mut rest: &[u8]) -> Result<Vec<KvRequest>, DecodeError> {
+    let mut writes = Vec::new();
+    while let Some((&tag, after_tag)) = rest.split_first() {
+        let (key, after_key) = split_key(after_tag)?;
+        let key = Key::from(key);
+        match tag {
+            b'P' => {
+                let (len, after_len) = take_u64(after_key)?;
+                let len = usize::try_from(len).map_err(|_| DecodeError::new("value length"))?;
+                if after_len.len() < len {
+                    return Err(DecodeError::new("batched value cut short"));
+                }
+                let (value, after) = after_len.split_at(len);
+                writes.push(KvRequest::Put {
+                    key,
+                    value: value.to_vec(),
+                });
+                rest = after;
+            }
+            b'D' => {
+                writes.push(KvRequest::Delete { key });
+                rest = after_key;
+            }
+            _ => return Err(DecodeError::new("unknown batched write tag")),
+        }
+    }
+    Ok(writes)
 }
 
 /// `len: u32 LE, key, rest` -> `(key, rest)`.

@@ -14,10 +14,12 @@
 //! shutdown), `conn` (a connection's state machine) with `input` (request
 //! assembly over `http` heads and `chunked` bodies) and `output` (ordered
 //! responses, one send per flush, `response` encoding), `router` (paths to
-//! shard calls), `shard` (the shards and their supervision tree), `events`
+//! shard requests), `batch` (a tick's key requests to a shard as one call),
+//! `shard` (the shards and their supervision tree), `events`
 //! (request events through a gen_event manager), `status` and `metrics`.
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+mod batch;
 mod bodies;
 mod chunked;
 mod config;

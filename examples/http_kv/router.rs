@@ -207,15 +207,7 @@ fn call_key(lp: &mut Loop, responder: Responder, request: KvRequest, limits: &Li
         _ => unreachable!("call_key takes key requests"),
     };
     let shard = shard::shard_for_key(key, limits.shards);
-    shard::call_pid(
-        lp,
-        limits.shard_pids.get(shard),
-        request,
-        limits.request_timeout,
-        move |lp, reply| {
-            responder.send(lp, key_response(reply));
-        },
-    );
+    crate::batch::queue(lp, shard, request, responder);
 }
 
 /// The answer to a key request's shard reply.

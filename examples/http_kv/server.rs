@@ -63,6 +63,8 @@ pub struct Server {
     stopping: bool,
     /// Request events gathered for the `events` manager.
     pub events: crate::events::Pending,
+    /// Key requests waiting for the end of the tick, per shard.
+    pub batches: crate::batch::Batches,
 }
 
 /// The server extension. Installed by [`start`] before any callback runs and
@@ -130,6 +132,7 @@ pub fn start(lp: &mut Loop, config: Config, listener_fd: RawFd, local_addr: Sock
         draining: false,
         stopping: false,
         events: crate::events::Pending::default(),
+        batches: crate::batch::Batches::default(),
     };
     lp.insert_extension(server);
     fill_accepts(lp);

@@ -701,4 +701,88 @@ mod tests {
         );
         assert_eq!((info(&lp)[0].keys, info(&lp)[0].restarts), (1, 1));
     }
+
+    #[test]
+    fn a_batch_answers_in_order_and_its_writes_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = Loop::new().unwrap();
+        start(&mut lp, config(&dir, 16), Vec::new()).unwrap();
+        let key = |k: &[u8]| Key::from(k);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let ask = |lp: &mut Loop, request: KvRequest| {
+            let g = got.clone();
+            call(lp, 0, request, Duration::from_secs(1), move |_, r| {
+                g.borrow_mut().push(r)
+            });
+        };
+        ask(
+            &mut lp,
+            KvRequest::Batch(vec![
+                KvRequest::Get { key: key(b"a") },
+                KvRequest::Put {
+                    key: key(b"a"),
+                    value: b"1".to_vec(),
+                },
+                KvRequest::Get { key: key(b"a") },
+                KvRequest::Put {
+                    key: key(b"b"),
+                    value: b"2".to_vec(),
+                },
+                KvRequest::Delete { key: key(b"a") },
+                KvRequest::Delete { key: key(b"a") },
+            ]),
+        );
+        run_until_answers(&mut lp, &got, 1);
+        assert_eq!(
+            got.borrow()[0],
+            Ok(KvReply::Batch(vec![
+                KvReply::Value(None),
+                KvReply::Stored { created: true },
+                KvReply::Value(Some(Rc::new(b"1".to_vec()))),
+                KvReply::Stored { created: true },
+                KvReply::Deleted { existed: true },
+                KvReply::Deleted { existed: false },
+            ]))
+        );
+        // Reads only: answered without a log entry.
+        ask(
+            &mut lp,
+            KvRequest::Batch(vec![
+                KvRequest::Get { key: key(b"b") },
+                KvRequest::Get { key: key(b"a") },
+            ]),
+        );
+        run_until_answers(&mut lp, &got, 2);
+        assert_eq!(
+            got.borrow()[1],
+            Ok(KvReply::Batch(vec![
+                KvReply::Value(Some(Rc::new(b"2".to_vec()))),
+                KvReply::Value(None),
+            ]))
+        );
+        // A crash restarts the shard from its log: the batch's writes, replayed.
+        ask(&mut lp, KvRequest::Crash);
+        run_until_answers(&mut lp, &got, 3);
+        let start_wait = std::time::Instant::now();
+        while info(&lp)[0].restarts < 1 || info(&lp)[0].state != "running" {
+            assert!(start_wait.elapsed() < Duration::from_secs(10));
+            lp.run_for(Duration::from_millis(5)).unwrap();
+        }
+        ask(
+            &mut lp,
+            KvRequest::Batch(vec![
+                KvRequest::Get { key: key(b"a") },
+                KvRequest::Get { key: key(b"b") },
+            ]),
+        );
+        run_until_answers(&mut lp, &got, 4);
+        assert_eq!(
+            got.borrow()[3],
+            Ok(KvReply::Batch(vec![
+                KvReply::Value(None),
+                KvReply::Value(Some(Rc::new(b"2".to_vec()))),
+            ]))
+        );
+        assert_eq!(info(&lp)[0].keys, 1);
+    }
 }

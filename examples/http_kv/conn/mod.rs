@@ -230,8 +230,6 @@ fn next_step(lp: &mut Loop, id: ConnId) -> NextStep {
         max_value_bytes: s.config.max_value_bytes(),
         shards: s.config.shards,
         chaos: s.config.chaos,
-        request_timeout,
-        shard_pids: s.shard_pids.clone(),
     };
     let Some(conn) = s.conn_mut(id) else {
         return NextStep::Gone;
