@@ -48,7 +48,7 @@ pub enum KvRequest {
     Crash,
     /// Key requests (`Get`, `Put`, `Delete` only) answered in order, as one
     /// call: what one tick's requests to this shard cost one message, one
-    /// run and one reply (see `shard::batch`). Answered with
+    /// run and one reply (see `crate::batch`). Answered with
     /// [`KvReply::Batch`], one reply per request.
     Batch(Vec<KvRequest>),
 }
@@ -167,17 +167,13 @@ impl DurableServer for KvShard {
     fn apply(&mut self, entry: KvEntry) -> KvReply {
         let reply = match entry {
             KvEntry::Put(key, value) => self.put(key, value),
-            KvEntry::Delete(key) => KvReply::Deleted {
-                existed: self.map.remove(&key).is_some(),
-            },
+            KvEntry::Delete(key) => self.delete(&key),
             KvEntry::Batch(requests) => {
                 let replies = requests
                     .into_iter()
                     .map(|request| match request {
                         KvRequest::Put { key, value } => self.put(key, value),
-                        KvRequest::Delete { key } => KvReply::Deleted {
-                            existed: self.map.remove(&key).is_some(),
-                        },
+                        KvRequest::Delete { key } => self.delete(&key),
                         read => self.read(&read),
                     })
                     .collect();
@@ -203,15 +199,13 @@ impl DurableServer for KvShard {
                     match request {
                         KvRequest::Put { key, value } => {
                             out.push(b'P');
-                            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                            out.extend_from_slice(key);
+                            push_key(key, out);
                             out.extend_from_slice(&(value.len() as u64).to_le_bytes());
                             out.extend_from_slice(value);
                         }
                         KvRequest::Delete { key } => {
                             out.push(b'D');
-                            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                            out.extend_from_slice(key);
+                            push_key(key, out);
                         }
                         _ => {}
                     }
@@ -235,8 +229,7 @@ impl DurableServer for KvShard {
     fn encode_state(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
         for (key, value) in &self.map {
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
+            push_key(key, out);
             out.extend_from_slice(&(value.len() as u64).to_le_bytes());
             out.extend_from_slice(value);
         }
@@ -295,6 +288,12 @@ impl KvShard {
         KvReply::Stored { created }
     }
 
+    fn delete(&mut self, key: &Key) -> KvReply {
+        KvReply::Deleted {
+            existed: self.map.remove(key).is_some(),
+        }
+    }
+
     /// The reply to a batch's read (a `Get`; the batch holds nothing else
     /// that is not a write).
     fn read(&self, request: &KvRequest) -> KvReply {
@@ -307,9 +306,14 @@ impl KvShard {
 
 fn encode_put(key: &Key, value: &[u8], out: &mut Vec<u8>) {
     out.push(b'P');
+    push_key(key, out);
+    out.extend_from_slice(value);
+}
+
+/// `len: u32 LE, key` (what [`split_key`] reads back).
+fn push_key(key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
 }
 
 /// A batch entry's writes (see `encode_entry`).

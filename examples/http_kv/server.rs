@@ -83,9 +83,7 @@ pub fn server(lp: &Loop) -> &Server {
 impl Server {
     /// The connection `id`, if it is still open.
     pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.key as usize)
-            .filter(|c| c.generation == id.generation)
+        self.conn_and_metrics(id).map(|(conn, _)| conn)
     }
 
     /// The connection `id` and the counters, borrowed together (one look-up
